@@ -1,0 +1,32 @@
+# The two commands the README starts with, and the checks behind them.
+# Each target sets up what it needs (idempotently) before it runs.
+PY := .venv/bin/python
+
+.PHONY: run test check setup rust lint-rust test-rust test-python ui
+
+## Run the default experiment: Python agent, embedded Gemma 3 270M on llama.cpp.
+run: setup
+	$(PY) -m cfexp
+
+## Run every test (Python and Rust), exactly as CI does.
+test: setup rust test-rust test-python
+
+## Formatting, lint, types and all tests for both languages.
+check: test
+
+setup:
+	./scripts/bootstrap
+
+## Build every Rust agent variant (release, cached by cargo).
+rust:
+	./rust/build-all.sh
+
+test-rust:
+	cd rust && cargo fmt --all --check && cargo clippy --all-targets --all-features -- -D warnings && cargo test --all-features
+
+test-python:
+	$(PY) -m pytest -ra
+
+## The MLflow UI on the default store (http://127.0.0.1:5000).
+ui: setup
+	.venv/bin/cfexp ui

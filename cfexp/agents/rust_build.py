@@ -1,0 +1,112 @@
+"""Builds (once) and locates the Rust agent binary for a runtime.
+
+``runtime=tokio`` needs ``rust/target/release/cfexp-agent-tokio``. It is built
+with cargo on first use (release profile) and rebuilt only when the crate's
+sources change: a fingerprint of every source file is kept beside the binary,
+so a sweep does not even start cargo for each job. Concurrent jobs serialize on
+a file lock. What the run records about the binary — size, profile, rustc —
+comes back in the command's ``build_info``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from cfexp.agents.runner import AgentCommand
+from cfexp.errors import BuildError
+
+log = logging.getLogger(__name__)
+
+RUST_DIR = Path(__file__).resolve().parents[2] / "rust"
+RUNTIMES = ("tokio", "tokio_localset", "smol", "smol_1kb", "async_std")
+PROFILE = "release"
+
+
+def binary_name(runtime: str) -> str:
+    return f"cfexp-agent-{runtime}"
+
+
+def binary_path(runtime: str) -> Path:
+    return RUST_DIR / "target" / PROFILE / binary_name(runtime)
+
+
+def _cargo() -> str:
+    found = shutil.which("cargo") or str(Path.home() / ".cargo" / "bin" / "cargo")
+    if not Path(found).exists():
+        raise BuildError(
+            "cargo is not installed, and the Rust agents are built with it: install Rust "
+            "with rustup (https://rustup.rs), or use a Python runtime (runtime=asyncio)"
+        )
+    return found
+
+
+def _fingerprint() -> str:
+    """Hash of everything that changes the binaries."""
+    digest = hashlib.sha256()
+    paths = [RUST_DIR / "Cargo.toml", RUST_DIR / "Cargo.lock"]
+    paths += sorted(p for p in RUST_DIR.glob("*/**/*") if p.is_file() and "target" not in p.parts)
+    for path in paths:
+        if path.exists():
+            digest.update(str(path.relative_to(RUST_DIR)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+@functools.cache
+def rustc_version() -> str:
+    try:
+        rustc = shutil.which("rustc") or str(Path.home() / ".cargo" / "bin" / "rustc")
+        return subprocess.run([rustc, "--version"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def ensure_built(runtime: str) -> Path:
+    """The binary for ``runtime``, built if missing or stale. Raises BuildError."""
+    if runtime not in RUNTIMES:
+        raise BuildError(f"no Rust agent for <runtime={runtime}>: choose one of {', '.join(RUNTIMES)}")
+    binary = binary_path(runtime)
+    stamp = binary.with_name(f".{binary.name}.fingerprint")
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    with open(binary.parent / ".cfexp-build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time, across processes
+        fingerprint = _fingerprint()
+        if binary.exists() and stamp.exists() and stamp.read_text() == fingerprint:
+            return binary
+        command = [
+            _cargo(), "build", "--release", "--locked",
+            "--features", runtime, "--bin", binary.name,
+        ]
+        log.info("building the Rust agent for runtime=%s: %s", runtime, " ".join(command))
+        done = subprocess.run(
+            command, cwd=RUST_DIR, capture_output=True, text=True, env={**os.environ, "CARGO_TERM_COLOR": "never"}
+        )
+        if done.returncode != 0 or not binary.exists():
+            tail = "\n".join(done.stderr.splitlines()[-20:])
+            raise BuildError(
+                f"cargo could not build <runtime={runtime}> (exit {done.returncode}). "
+                f"Run `{' '.join(command)}` in rust/ to see why. Last lines:\n{tail}"
+            )
+        stamp.write_text(fingerprint)
+        return binary
+
+
+def rust_agent_command(runtime: str) -> AgentCommand:
+    binary = ensure_built(runtime)
+    return AgentCommand(
+        argv_prefix=[str(binary)],
+        language="rust",
+        runtime=runtime,
+        build_info={
+            "rust_binary_bytes": str(binary.stat().st_size),
+            "rust_profile": PROFILE,
+            "rustc": rustc_version(),
+        },
+    )

@@ -1,0 +1,87 @@
+"""The ``cfexp`` console script: tools around the Hydra application.
+
+    cfexp serve sim --port 11434            # the simulator, standalone
+    cfexp serve llamacpp --port 8080        # the embedded model, standalone
+    cfexp ui                                # MLflow UI on the default store
+
+Experiments themselves run with ``python -m cfexp`` (Hydra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from cfexp.errors import CfexpError
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from cfexp.serving import main as serving_main
+
+    settings: dict[str, object] = json.loads(args.settings) if args.settings else {}
+    settings.setdefault("model_name", args.model_name)
+    settings.setdefault("n_ctx", args.ctx)
+    settings.setdefault("n_gpu_layers", args.gpu_layers)
+    settings.setdefault("slots", args.slots)
+    if args.backend == "llamacpp":
+        from cfexp.servers.model_files import embedded_gguf
+
+        settings.setdefault("n_threads", args.threads)
+        settings.setdefault("model_path", args.model_file or str(embedded_gguf()))
+    argv = [
+        "--engine", args.backend,
+        "--host", args.host,
+        "--port", str(args.port),
+        "--settings", json.dumps(settings),
+    ]
+    if args.ground_truth:
+        argv += ["--ground-truth", args.ground_truth]
+    return serving_main(argv)
+
+
+def _ui(args: argparse.Namespace) -> int:
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(args.mlruns).resolve()}/mlflow.db"
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--port", str(args.port)]
+    print("running:", " ".join(command), flush=True)
+    return subprocess.call(command)  # noqa: S603 - argv list
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cfexp", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="start a backend standalone (Ctrl-C stops it)")
+    serve.add_argument("backend", choices=["sim", "llamacpp"])
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
+    serve.add_argument("--port", type=int, default=11434, help="0 picks a free port")
+    serve.add_argument("--model-name", default="gemma3:270m", help="the name clients request")
+    serve.add_argument("--model-file", default=None, help="llamacpp: a GGUF file (default: embedded Gemma 3 270M)")
+    serve.add_argument("--ctx", type=int, default=512, help="context size loaded at start (n_ctx)")
+    serve.add_argument("--gpu-layers", type=int, default=80, help="layers offloaded (n_gpu_layers)")
+    serve.add_argument("--threads", type=int, default=2, help="llamacpp: CPU threads")
+    serve.add_argument("--slots", type=int, default=1, help="requests served in parallel; more wait FIFO")
+    serve.add_argument("--settings", default=None, help="engine settings as JSON (docs/serving.md)")
+    serve.add_argument("--ground-truth", default=None, help="append per-request chunk times to this JSONL file")
+    serve.set_defaults(func=_serve)
+
+    ui = commands.add_parser("ui", help="open the MLflow UI on cfexp's default store")
+    ui.add_argument("--mlruns", default="mlruns", help="folder of the SQLite store (default: ./mlruns)")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(func=_ui)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        code = args.func(args)
+    except CfexpError as exc:
+        print(f"cfexp: {exc}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)

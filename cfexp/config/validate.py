@@ -1,0 +1,162 @@
+"""Checks a composed config before anything starts.
+
+The structured schema already rejects unknown keys and wrong types while Hydra
+composes. What it cannot say — ranges, allowed words, and rules across fields
+(a rust runtime with ``language=python``) — is checked here, all at once, so
+one message lists every problem. Each problem names the key, shows the value
+as ``<key=value>`` and says what is allowed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from cfexp.config.schema import CfexpConfig
+from cfexp.errors import ConfigError
+
+LANGUAGES = ("python", "rust")
+PYTHON_RUNTIMES = ("asyncio", "uvloop")
+RUST_RUNTIMES = ("tokio", "tokio_localset", "smol", "smol_1kb", "async_std")
+BACKENDS = ("llamacpp", "sim", "ollama", "openai")
+APIS = ("ollama", "openai")
+SCENARIOS = ("single_inference", "single_agent", "multi_agent")
+LIFECYCLES = ("per_job", "per_sweep", "external")
+OPTIONS_MODES = ("configured", "server_defaults")
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+
+
+@dataclass(frozen=True)
+class _Rule:
+    key: str
+    check: Callable[[Any], bool]
+    allowed: str
+
+
+def _between(low: float, high: float) -> Callable[[Any], bool]:
+    return lambda value: low <= value <= high
+
+
+def _at_least(low: float) -> Callable[[Any], bool]:
+    return lambda value: value >= low
+
+
+def _positive(value: Any) -> bool:
+    return bool(value > 0)
+
+
+def _one_of(words: tuple[str, ...]) -> Callable[[Any], bool]:
+    return lambda value: value in words
+
+
+_RULES = (
+    _Rule("language.name", _one_of(LANGUAGES), f"one of {', '.join(LANGUAGES)}"),
+    _Rule(
+        "runtime.name",
+        _one_of(PYTHON_RUNTIMES + RUST_RUNTIMES),
+        f"one of {', '.join(PYTHON_RUNTIMES + RUST_RUNTIMES)}",
+    ),
+    _Rule("backend.name", _one_of(BACKENDS), f"one of {', '.join(BACKENDS)}"),
+    _Rule("backend.api", _one_of(APIS), f"one of {', '.join(APIS)}"),
+    _Rule("backend.threads", _at_least(1), "a whole number >= 1"),
+    _Rule("backend.slots", _at_least(1), "a whole number >= 1"),
+    _Rule("scenario.name", _one_of(SCENARIOS), f"one of {', '.join(SCENARIOS)}"),
+    _Rule("scenario.agents", _at_least(1), "a whole number >= 1"),
+    _Rule("topology.instances", _at_least(1), "a whole number >= 1"),
+    _Rule("topology.lifecycle", _one_of(LIFECYCLES), f"one of {', '.join(LIFECYCLES)}"),
+    _Rule("topology.warmup_calls", _at_least(0), "a whole number >= 0"),
+    _Rule("model.n_layers", _at_least(1), "a whole number >= 1"),
+    _Rule("gpu_layers", _at_least(0), "a whole number >= 0 (999 = all layers)"),
+    _Rule("ctx", _between(16, 1 << 20), "a whole number of tokens from 16 to 1048576"),
+    _Rule("temperature", _between(0.0, 2.0), "a number from 0 to 2"),
+    _Rule("top_p", _between(1e-9, 1.0), "a number above 0 and at most 1"),
+    _Rule("top_k", _at_least(0), "a whole number >= 0"),
+    _Rule("repeat_penalty", _positive, "a number above 0"),
+    _Rule("num_predict", _at_least(1), "a whole number of tokens >= 1"),
+    _Rule("options_mode", _one_of(OPTIONS_MODES), f"one of {', '.join(OPTIONS_MODES)}"),
+    _Rule("repetition", _at_least(0), "a whole number >= 0"),
+    _Rule("timeouts.call_s", _positive, "a number of seconds above 0"),
+    _Rule("timeouts.run_s", _positive, "a number of seconds above 0"),
+    _Rule("timeouts.server_start_s", _positive, "a number of seconds above 0"),
+)
+
+
+def _get(cfg: CfexpConfig, dotted: str) -> Any:
+    value: Any = cfg
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _is_http_url(url: str) -> bool:
+    parsed = urlparse(url)
+    return parsed.scheme in ("http", "https") and bool(parsed.hostname)
+
+
+def _cross_field_problems(cfg: CfexpConfig) -> list[str]:
+    problems: list[str] = []
+    runtime, language = cfg.runtime, cfg.language.name
+    if runtime.language != language:
+        hint = PYTHON_RUNTIMES if language == "python" else RUST_RUNTIMES
+        problems.append(
+            f"<runtime={runtime.name}> is a {runtime.language} runtime but "
+            f"<language={language}>: drop the language override (a runtime implies "
+            f"its language) or pick a {language} runtime ({', '.join(hint)})"
+        )
+    if cfg.backend.url is not None and not _is_http_url(cfg.backend.url):
+        problems.append(
+            f"<backend.url={cfg.backend.url}> is not an http(s) URL: give one like "
+            "http://127.0.0.1:11434"
+        )
+    if cfg.backend.name == "llamacpp" and cfg.model.file is not None:
+        if not Path(cfg.model.file).is_file():
+            problems.append(
+                f"<model.file={cfg.model.file}> does not exist: give the path of a GGUF "
+                "file, or model.file=null for the embedded Gemma 3 270M"
+            )
+    if cfg.topology.lifecycle == "external" and cfg.backend.url is None:
+        problems.append(
+            "<topology.lifecycle=external> needs a running server: set backend.url"
+        )
+    personas = json.loads((DATA_DIR / "personas.json").read_text())
+    unknown = [name for name in cfg.scenario.personas if name not in personas]
+    if unknown:
+        problems.append(
+            f"<scenario.personas={unknown}> unknown: choose from {', '.join(sorted(personas))}"
+        )
+    if not cfg.scenario.personas:
+        problems.append("<scenario.personas=[]> needs at least one persona")
+    return problems
+
+
+def to_settings(cfg: DictConfig) -> CfexpConfig:
+    """Turn a composed config into a validated, typed :class:`CfexpConfig`.
+
+    Raises :class:`ConfigError` listing every problem found.
+    """
+    try:
+        settings = OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"the config could not be resolved: {exc}") from exc
+    if not isinstance(settings, CfexpConfig):  # composed without the schema
+        raise ConfigError("the config was not composed from cfexp's schema (conf/config.yaml)")
+    problems = []
+    for rule in _RULES:
+        value = _get(settings, rule.key)
+        if not rule.check(value):
+            problems.append(f"<{rule.key}={value}> must be {rule.allowed}")
+    problems.extend(_cross_field_problems(settings))
+    if problems:
+        raise ConfigError(
+            "invalid config: "
+            + "; ".join(problems)
+            + ". Fix it on the command line (key=value) or in conf/."
+        )
+    return settings

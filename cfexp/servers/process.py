@@ -1,0 +1,142 @@
+"""A child process that cfexp starts, watches and always stops.
+
+Used for every managed server. Three guarantees make "no orphan process" hold:
+the child gets its own process group (so stopping it stops anything it
+spawned), the kernel sends it SIGTERM if cfexp itself dies
+(``PR_SET_PDEATHSIG``), and :func:`stop_all` runs at interpreter exit and on
+SIGTERM for whatever is still running.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
+
+from cfexp.childproc import die_with_parent, kill_group
+
+log = logging.getLogger(__name__)
+
+_RUNNING: set[ManagedProcess] = set()
+_RUNNING_LOCK = threading.Lock()
+
+
+class ManagedProcess:
+    """A started child with its output captured to a log file.
+
+    ``ready_marker``: a line prefix the child prints on stdout when it is
+    ready; :meth:`wait_ready` returns that line. Other output goes to the log.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        ready_marker: str | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log_path = log_path
+        self._ready_marker = ready_marker
+        self._ready_line: str | None = None
+        self._ready_event = threading.Event()
+        self._tail: deque[str] = deque(maxlen=40)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = log_path.open("a", encoding="utf-8", errors="replace")
+        self.popen = subprocess.Popen(  # noqa: S603 - argv list, never a shell string
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            text=True,
+            errors="replace",
+            bufsize=1,
+            start_new_session=True,
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - before any thread of ours uses it
+        )
+        with _RUNNING_LOCK:
+            _RUNNING.add(self)
+        self._reader = threading.Thread(target=self._pump, name=f"log-{name}", daemon=True)
+        self._reader.start()
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def _pump(self) -> None:
+        assert self.popen.stdout is not None
+        for line in self.popen.stdout:
+            if (
+                self._ready_marker
+                and self._ready_line is None
+                and line.startswith(self._ready_marker)
+            ):
+                self._ready_line = line.strip()
+                self._ready_event.set()
+            self._tail.append(line.rstrip("\n"))
+            self._log.write(line)
+            self._log.flush()
+        self._ready_event.set()  # EOF: wake waiters, the child is gone
+
+    def wait_ready(self, timeout_s: float) -> str | None:
+        """The ready line, or None if the child exited or the time ran out first."""
+        self._ready_event.wait(timeout_s)
+        return self._ready_line
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def tail(self, lines: int = 10) -> str:
+        """The child's last output lines, for error messages."""
+        return "\n".join(list(self._tail)[-lines:])
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        """SIGTERM the process group, then SIGKILL after ``grace_s``."""
+        if self.alive():
+            self._signal_group(signal.SIGTERM)
+            deadline = time.monotonic() + grace_s
+            while self.alive() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if self.alive():
+                log.warning("%s did not stop on SIGTERM; killing it", self.name)
+                self._signal_group(signal.SIGKILL)
+        self.popen.wait()
+        # Children it may have left in its group go too.
+        self._signal_group(signal.SIGKILL)
+        self._reader.join(timeout=2)
+        self._log.close()
+        with _RUNNING_LOCK:
+            _RUNNING.discard(self)
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        kill_group(self.popen.pid, sig)
+
+
+def stop_all() -> None:
+    """Stop every process still running (interpreter exit, SIGTERM)."""
+    with _RUNNING_LOCK:
+        running = list(_RUNNING)
+    for process in running:
+        process.stop(grace_s=2.0)
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    stop_all()
+    raise SystemExit(128 + signum)
+
+
+def install_cleanup_handlers() -> None:
+    """Make stop_all run at exit and on SIGTERM (main thread only)."""
+    atexit.register(stop_all)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)

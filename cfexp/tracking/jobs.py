@@ -1,0 +1,139 @@
+"""One MLflow run per Hydra job, a child of its sweep's parent run.
+
+The parent run is created by :class:`cfexp.app.callback.CfexpCallback`
+when a multirun starts, and its id is written to ``<sweep dir>/``
+:data:`PARENT_FILE`; each job reads it there, so parent/child linking works
+whether jobs run in this process or in others.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from cfexp.config.schema import CfexpConfig
+from cfexp.tracking.store import Tracker, resolve_uri
+
+log = logging.getLogger(__name__)
+
+PARENT_FILE = "cfexp_parent_run.json"
+# Job files uploaded as artifacts, when present (names relative to the job dir).
+JOB_ARTIFACTS = (
+    "records.jsonl",
+    "records.raw.jsonl",
+    "agent.stdout.log",
+    "agent.stderr.log",
+    "agent_spec.redacted.json",
+    "texts",
+    ".hydra",
+)
+_SECRET_KEYS = ("api_key",)
+
+_TRACKERS: dict[str, Tracker] = {}
+
+
+def tracker_for(uri_setting: str | None, mlruns_dir: Path) -> Tracker:
+    """One client per store and process (MLflow's SQLite set-up is not free)."""
+    uri = resolve_uri(uri_setting, mlruns_dir)
+    if uri not in _TRACKERS:
+        _TRACKERS[uri] = Tracker(uri, mlruns_dir / "artifacts")
+    return _TRACKERS[uri]
+
+
+def flatten(container: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """{"a": {"b": 1}} -> {"a.b": "1"}; secrets replaced by ***."""
+    flat: dict[str, str] = {}
+    for key, value in container.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        elif key in _SECRET_KEYS and value:
+            flat[name] = "***"
+        else:
+            flat[name] = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+    return flat
+
+
+def redacted_config(cfg: DictConfig) -> dict[str, Any]:
+    container = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(container, dict)
+    backend = container.get("backend")
+    if isinstance(backend, dict) and backend.get("api_key"):
+        backend["api_key"] = "***"
+    return container
+
+
+def run_name(overrides: list[str]) -> str:
+    """Say what differs: the job's own overrides, or 'defaults'."""
+    shown = [o for o in overrides if not o.startswith("hydra.")]
+    return " ".join(shown) if shown else "defaults"
+
+
+def read_parent(sweep_dir: Path) -> str | None:
+    path = sweep_dir / PARENT_FILE
+    if not path.exists():
+        return None
+    return str(json.loads(path.read_text())["run_id"])
+
+
+@dataclass
+class JobRun:
+    tracker: Tracker
+    run_id: str
+
+    @classmethod
+    def start(
+        cls, settings: CfexpConfig, cfg: DictConfig, overrides: list[str], hydra_cfg: Any
+    ) -> JobRun:
+        tracker = tracker_for(settings.tracking.uri, Path(settings.paths.mlruns_dir))
+        parent = None
+        if str(hydra_cfg.mode) == "RunMode.MULTIRUN":
+            parent = read_parent(Path(hydra_cfg.sweep.dir))
+        tags = {
+            "overrides": " ".join(overrides),
+            "hydra.job_num": str(hydra_cfg.job.num) if parent else "",
+            "hydra.output_dir": str(hydra_cfg.runtime.output_dir),
+        }
+        run_id = tracker.start_run(settings.tracking.experiment, run_name(overrides), tags, parent)
+        config = redacted_config(cfg)
+        tracker.log_params(run_id, flatten(config))
+        tracker.log_text(run_id, OmegaConf.to_yaml(OmegaConf.create(config)), "config.yaml")
+        return cls(tracker, run_id)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        self.tracker.set_tags(self.run_id, tags)
+
+    def log_metrics(self, metrics: Mapping[str, float]) -> None:
+        self.tracker.log_metrics(self.run_id, metrics)
+
+    def log_job_artifacts(self, job_dir: Path) -> None:
+        spec = job_dir / "agent_spec.json"
+        if spec.exists():  # the spec may hold an API key: upload a redacted copy only
+            data = json.loads(spec.read_text())
+            for agent in data.get("agents", []):
+                if agent.get("api_key"):
+                    agent["api_key"] = "***"
+            (job_dir / "agent_spec.redacted.json").write_text(json.dumps(data, indent=2))
+        for name in JOB_ARTIFACTS:
+            try:
+                self.tracker.log_artifact(self.run_id, job_dir / name, None if name != ".hydra" else ".hydra")
+            except OSError as exc:
+                log.warning("could not store artifact %s: %s", name, exc)
+
+    def finish(self) -> None:
+        self.tracker.end_run(self.run_id, "FINISHED")
+
+    def fail(self, error: str) -> None:
+        self.tracker.log_text(self.run_id, error, "error.txt")
+        self.tracker.set_tags(self.run_id, {"error": error.splitlines()[0] if error else ""})
+        self.tracker.end_run(self.run_id, "FAILED")
+
+    def kill(self, reason: str) -> None:
+        self.tracker.log_text(self.run_id, reason, "error.txt")
+        self.tracker.end_run(self.run_id, "KILLED")

@@ -1,0 +1,139 @@
+"""The tracking store: the only module that talks to MLflow.
+
+cfexp uses ``MlflowClient`` directly rather than MLflow's fluent API: there is
+no hidden "active run" per process, so a sweep's parent run can be created in
+the launching process and its children in any other process (the parent id
+travels in a file in the sweep folder).
+
+Default store: SQLite at ``<mlruns_dir>/mlflow.db`` with artifacts under
+``<mlruns_dir>/artifacts`` (MLflow 3 refuses its old file store by default).
+``tracking.uri`` or ``$MLFLOW_TRACKING_URI`` override it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from cfexp.errors import TrackingError
+
+log = logging.getLogger(__name__)
+
+# MLflow's own limits (mlflow.utils.validation): longer values are cut, not refused.
+_MAX_PARAM_VALUE = 6000
+_MAX_TAG_VALUE = 5000
+_BATCH = 100
+
+
+def resolve_uri(configured: str | None, mlruns_dir: Path) -> str:
+    """tracking.uri, else $MLFLOW_TRACKING_URI, else SQLite under mlruns_dir."""
+    if configured:
+        return configured
+    from_env = os.environ.get("MLFLOW_TRACKING_URI")
+    if from_env:
+        return from_env
+    mlruns_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(mlruns_dir / 'mlflow.db').resolve()}"
+
+
+class Tracker:
+    """Runs, params, metrics, tags and artifacts in one MLflow store."""
+
+    def __init__(self, uri: str, artifact_root: Path) -> None:
+        # Imported here: mlflow takes a second to import and only this layer needs it.
+        from mlflow.tracking import MlflowClient
+
+        self.uri = uri
+        self._artifact_root = artifact_root
+        try:
+            self._client = MlflowClient(tracking_uri=uri)
+        except Exception as exc:  # MLflow raises many kinds; translate at the boundary
+            raise TrackingError(f"cannot open the tracking store <uri={uri}>: {exc}") from exc
+
+    def experiment_id(self, name: str) -> str:
+        """The id of experiment ``name``, created on first use."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            experiment = self._client.get_experiment_by_name(name)
+            if experiment is not None:
+                return str(experiment.experiment_id)
+            location = None
+            if self.uri.startswith("sqlite:"):
+                self._artifact_root.mkdir(parents=True, exist_ok=True)
+                location = self._artifact_root.resolve().as_uri()
+            return str(self._client.create_experiment(name, artifact_location=location))
+        except MlflowException as exc:
+            # Two processes may create it at once: the loser finds it on the retry.
+            experiment = self._client.get_experiment_by_name(name)
+            if experiment is not None:
+                return str(experiment.experiment_id)
+            raise TrackingError(f"cannot create experiment <tracking.experiment={name}>: {exc}") from exc
+
+    def start_run(
+        self,
+        experiment: str,
+        run_name: str,
+        tags: Mapping[str, str],
+        parent_run_id: str | None = None,
+    ) -> str:
+        all_tags = {key: _cut(value, _MAX_TAG_VALUE) for key, value in tags.items()}
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        run = self._client.create_run(
+            self.experiment_id(experiment), run_name=run_name, tags=all_tags
+        )
+        return str(run.info.run_id)
+
+    def log_params(self, run_id: str, params: Mapping[str, object]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(key, _cut(str(value), _MAX_PARAM_VALUE)) for key, value in params.items()]
+        for start in range(0, len(items), _BATCH):
+            self._client.log_batch(run_id, params=items[start : start + _BATCH])
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+        from mlflow.entities import Metric
+
+        now_ms = int(time.time() * 1000)
+        items = [
+            Metric(key, float(value), now_ms, step)
+            for key, value in metrics.items()
+            if value is not None
+        ]
+        for start in range(0, len(items), _BATCH):
+            self._client.log_batch(run_id, metrics=items[start : start + _BATCH])
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(key, _cut(str(value), _MAX_TAG_VALUE)) for key, value in tags.items()]
+        for start in range(0, len(items), _BATCH):
+            self._client.log_batch(run_id, tags=items[start : start + _BATCH])
+
+    def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+        if path.is_dir():
+            self._client.log_artifacts(run_id, str(path), artifact_path)
+        elif path.exists():
+            self._client.log_artifact(run_id, str(path), artifact_path)
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        self._client.log_text(run_id, text, artifact_file)
+
+    def end_run(self, run_id: str, status: str) -> None:
+        """status: FINISHED, FAILED or KILLED."""
+        self._client.set_terminated(run_id, status=status)
+
+    def get_run(self, run_id: str):  # type: ignore[no-untyped-def] # mlflow's Run
+        return self._client.get_run(run_id)
+
+    def search_runs(self, experiment: str, filter_string: str = ""):  # type: ignore[no-untyped-def]
+        experiment_id = self.experiment_id(experiment)
+        return self._client.search_runs([experiment_id], filter_string=filter_string, max_results=10000)
+
+
+def _cut(value: str, limit: int) -> str:
+    return value if len(value) <= limit else value[: limit - 3] + "..."

@@ -1,0 +1,134 @@
+"""End to end: `python -m cfexp` multiruns on the simulator, checked in MLflow.
+
+These start the real command as a subprocess (Hydra, servers, agent process,
+SQLite MLflow store in a temporary folder) and look at what it recorded.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+from mlflow.tracking import MlflowClient
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def run_cfexp(tmp_path: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    command = [
+        sys.executable, "-m", "cfexp", *args,
+        f"paths.root_dir={tmp_path}",
+        f"hydra.sweep.dir={tmp_path}/multirun",
+        f"hydra.run.dir={tmp_path}/run",
+    ]
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def client_for(tmp_path: Path) -> MlflowClient:
+    return MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+
+
+def runs_of(tmp_path: Path) -> list:  # type: ignore[type-arg]
+    client = client_for(tmp_path)
+    experiment = client.get_experiment_by_name("cfexp")
+    assert experiment is not None, "no experiment was created"
+    return list(client.search_runs([experiment.experiment_id]))
+
+
+def leftover_processes(tmp_path: Path) -> list[str]:
+    """Processes whose command line mentions this test's folder (servers, agents)."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if str(tmp_path) in cmdline and proc.pid != os.getpid():
+            found.append(f"{proc.pid}: {cmdline}")
+    return found
+
+
+def test_multirun_on_sim_makes_a_parent_run_with_one_child_per_job(tmp_path: Path) -> None:
+    done = run_cfexp(
+        tmp_path, "-m", "backend=sim", "scenario=single_agent", "num_predict=12", "temperature=0.6,0.8"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = runs_of(tmp_path)
+    parents = [r for r in runs if r.data.tags.get("cfexp.sweep") == "parent"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    assert len(parents) == 1 and len(children) == 2
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert sorted(c.data.params["temperature"] for c in children) == ["0.6", "0.8"]
+    assert sorted(c.info.run_name for c in children) == ["temperature=0.6", "temperature=0.8"]
+
+    client = client_for(tmp_path)
+    for child in children:
+        assert child.info.status == "FINISHED"
+        tags, metrics = child.data.tags, child.data.metrics
+        assert tags["provenance"] == "simulated"
+        assert tags["backend"] == "sim" and tags["language"] == "python"
+        assert tags["code_version"] and tags["host"] and tags["model_digest"] == "simulated"
+        for name in (
+            "ttft_ms", "tpot_ms", "e2e_ms", "throughput_tok_s", "server_throughput_tok_s",
+            "output_tokens", "agent_startup_ms", "agent_peak_rss_mb", "agent_cpu_ms",
+            "ttft_ms_p50", "ttft_ms_p95", "ingest_files", "report_quality_overall",
+        ):
+            assert name in metrics, f"missing metric {name}"
+        assert metrics["calls_total"] == 2 and metrics["calls_failed"] == 0
+        assert metrics["output_tokens"] == 12
+        assert metrics["ttft_ms"] > 0 and metrics["agent_peak_rss_mb"] > 1
+        artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert {"records.jsonl", "records.raw.jsonl", "config.yaml", "texts", ".hydra"} <= artifacts
+        assert "agent.stderr.log" in artifacts
+    assert leftover_processes(tmp_path) == []
+
+
+def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path: Path) -> None:
+    # Job 0 points its agent at a server setting the serving process rejects:
+    # the server does not start. Job 1 is fine.
+    done = run_cfexp(
+        tmp_path, "-m", "backend=sim", "scenario=single_inference", "num_predict=4",
+        "+backend.settings.no_such_setting=1,null",
+    )
+    assert done.returncode == 1
+    assert "1 of 2 job(s) failed" in done.stderr
+    assert "Traceback" not in done.stderr
+    runs = runs_of(tmp_path)
+    children = {r.data.params.get("backend.settings.no_such_setting"): r for r in runs if r.data.tags.get("mlflow.parentRunId")}
+    assert children["1"].info.status == "FAILED"
+    assert children["None"].info.status == "FINISHED"
+    client = client_for(tmp_path)
+    error_text = client.download_artifacts(children["1"].info.run_id, "error.txt", str(tmp_path))
+    assert "no_such_setting" in Path(error_text).read_text()
+    parent = next(r for r in runs if r.data.tags.get("cfexp.sweep") == "parent")
+    assert parent.info.status == "FAILED" and parent.data.tags["failed_jobs"] == "1"
+    assert leftover_processes(tmp_path) == []
+
+
+def test_an_invalid_value_in_a_sweep_is_reported_without_traceback(tmp_path: Path) -> None:
+    done = run_cfexp(tmp_path, "-m", "backend=sim", "scenario=single_inference", "num_predict=4", "ctx=0,256")
+    assert done.returncode == 1
+    assert "<ctx=0> must be" in done.stderr
+    assert "Traceback" not in done.stderr
+    finished = [r for r in runs_of(tmp_path) if r.data.tags.get("mlflow.parentRunId")]
+    assert [r.data.params["ctx"] for r in finished] == ["256"]
+
+
+def test_a_single_invalid_run_exits_2_with_one_message(tmp_path: Path) -> None:
+    done = run_cfexp(tmp_path, "backend=sim", "temperature=-3")
+    assert done.returncode == 2
+    assert "<temperature=-3.0> must be a number from 0 to 2" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_an_unreachable_server_url_fails_clearly(tmp_path: Path) -> None:
+    done = run_cfexp(tmp_path, "backend=ollama", "backend.url=http://127.0.0.1:9", "backend.start_if_absent=false")
+    assert done.returncode == 1
+    assert "no Ollama answers" in done.stderr and "Traceback" not in done.stderr
+    (run,) = runs_of(tmp_path)
+    assert run.info.status == "FAILED"
