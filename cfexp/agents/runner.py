@@ -3,10 +3,17 @@
 The same measurement for every language, so nothing depends on an agent
 reporting on itself honestly:
 
-- startup: from just before ``exec`` (harness clock) to the agent's ``ready``
-  record (same ``CLOCK_MONOTONIC``), i.e. process start to ready to send;
-- peak RSS and CPU time: the kernel's ``rusage`` of the exited child
-  (``os.wait4``), exact and free of sampling error.
+- startup: from just before ``exec`` to the agent's ``ready`` record (both
+  ``CLOCK_MONOTONIC``), i.e. process start to ready to send;
+- peak RSS and CPU time: the kernel's ``rusage`` of the exited agent
+  (``wait4``), exact and free of sampling error.
+
+The agent is started through ``cfexp-launch`` (``launcher.c``, compiled with
+the system C compiler on first use): the kernel counts a child's peak RSS from
+the memory image it was forked from, so an agent forked straight from cfexp's
+Python process would "peak" at cfexp's own 200+ MB. Forked from the ~1 MB
+launcher, its figure is its own. Without a C compiler the agent is started
+directly and its peak RSS is not reported (never a wrong number).
 
 While the agent runs, a watch function (the servers' liveness check) is called
 a few times a second; if it raises, the agent is stopped and the error goes up.
@@ -14,12 +21,14 @@ a few times a second; if it raises, the agent is stopped and the error goes up.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,9 +62,10 @@ class AgentProcessResult:
     timed_out: bool
     t_spawn_ns: int
     t_exit_ns: int
-    peak_rss_mb: float
-    cpu_user_ms: float
-    cpu_sys_ms: float
+    # None when it could not be measured without inflation (no C compiler).
+    peak_rss_mb: float | None
+    cpu_user_ms: float | None
+    cpu_sys_ms: float | None
     records_path: Path
     stdout_path: Path
     stderr_path: Path
@@ -65,7 +75,9 @@ class AgentProcessResult:
         return (self.t_exit_ns - self.t_spawn_ns) / 1e6
 
     @property
-    def cpu_ms(self) -> float:
+    def cpu_ms(self) -> float | None:
+        if self.cpu_user_ms is None or self.cpu_sys_ms is None:
+            return None
         return self.cpu_user_ms + self.cpu_sys_ms
 
     def stderr_tail(self, lines: int = 15) -> str:
@@ -85,6 +97,33 @@ def python_agent_command(runtime: str) -> AgentCommand:
     )
 
 
+LAUNCHER_SOURCE = Path(__file__).with_name("launcher.c")
+
+
+@functools.cache
+def launcher_path() -> Path | None:
+    """The compiled cfexp-launch, built on first use; None without a C compiler."""
+    source = LAUNCHER_SOURCE.read_bytes()
+    cache = Path(os.environ.get("CFEXP_CACHE_DIR") or Path.home() / ".cache" / "cfexp") / "bin"
+    binary = cache / f"cfexp-launch-{hashlib.sha256(source).hexdigest()[:12]}"
+    if binary.exists():
+        return binary
+    compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    if compiler is None:
+        log.warning("no C compiler: agents start without cfexp-launch and peak RSS is not reported")
+        return None
+    cache.mkdir(parents=True, exist_ok=True)
+    partial = binary.with_suffix(f".{os.getpid()}.tmp")
+    done = subprocess.run(
+        [compiler, "-O2", "-o", str(partial), str(LAUNCHER_SOURCE)], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        log.warning("cfexp-launch did not compile (%s); peak RSS is not reported", done.stderr.strip()[-300:])
+        return None
+    partial.replace(binary)  # atomic: concurrent jobs never run a half-written file
+    return binary
+
+
 def run_agent(
     command: AgentCommand,
     spec: dict[str, Any],
@@ -97,8 +136,13 @@ def run_agent(
     spec_path = job_dir / "agent_spec.json"
     spec_path.write_text(json.dumps(spec, indent=2))
     records_path = job_dir / "records.raw.jsonl"
+    usage_path = job_dir / "agent_rusage.json"
+    usage_path.unlink(missing_ok=True)
     stdout_path, stderr_path = job_dir / "agent.stdout.log", job_dir / "agent.stderr.log"
     argv = [*command.argv_prefix, "--spec", str(spec_path), "--out", str(records_path)]
+    launcher = launcher_path()
+    if launcher is not None:
+        argv = [str(launcher), str(usage_path), *argv]
     with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
         t_spawn_ns = time.monotonic_ns()
         popen = subprocess.Popen(  # noqa: S603 - argv list, never a shell string
@@ -109,44 +153,63 @@ def run_agent(
             start_new_session=True,
             preexec_fn=die_with_parent,  # noqa: PLW1509
         )
-    waited: dict[str, Any] = {}
-
-    def reap() -> None:
-        # wait4 gives the child's own rusage (peak RSS, CPU) when it exits.
-        _, status, usage = os.wait4(popen.pid, 0)
-        waited.update(status=status, usage=usage, t_exit_ns=time.monotonic_ns())
-
-    reaper = threading.Thread(target=reap, name="agent-reaper", daemon=True)
-    reaper.start()
     timed_out = False
     deadline = time.monotonic() + timeout_s
     try:
-        while reaper.is_alive():
-            reaper.join(_WATCH_PERIOD_S)
-            if not reaper.is_alive():
+        while True:
+            try:
+                popen.wait(_WATCH_PERIOD_S)
                 break
+            except subprocess.TimeoutExpired:
+                pass
             watch()
             if time.monotonic() > deadline:
                 log.error("agent exceeded timeouts.run_s=%s; stopping it", timeout_s)
                 timed_out = True
                 kill_group(popen.pid)
-                reaper.join()
+                popen.wait()
+                break
     except BaseException:
         kill_group(popen.pid)
-        reaper.join()
+        popen.wait()
         raise
-    finally:
-        popen.returncode = -1  # reaped by wait4; stops Popen from waiting or warning
-    status, usage = waited["status"], waited["usage"]
+    t_exit_ns = time.monotonic_ns()
+    return _result(
+        popen, launcher is not None, usage_path, timed_out, t_spawn_ns, t_exit_ns,
+        records_path, stdout_path, stderr_path,
+    )
+
+
+def _result(
+    popen: subprocess.Popen[bytes],
+    launched: bool,
+    usage_path: Path,
+    timed_out: bool,
+    t_spawn_ns: int,
+    t_exit_ns: int,
+    records_path: Path,
+    stdout_path: Path,
+    stderr_path: Path,
+) -> AgentProcessResult:
+    """Combine what the launcher wrote (if it got to write) with the exit status."""
+    code = popen.returncode
+    # Killed (timeout, watch) or started without the launcher: no usage file.
+    usage: dict[str, Any] = json.loads(usage_path.read_text()) if launched and usage_path.exists() else {}
+    if usage:
+        exit_code = usage["exit_code"] if usage["exit_code"] >= 0 else None
+        signal_number = usage["signal"] or None
+    else:
+        exit_code = code if code >= 0 else None
+        signal_number = -code if code < 0 else None
     return AgentProcessResult(
-        exit_code=os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
-        signal=os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+        exit_code=exit_code,
+        signal=signal_number,
         timed_out=timed_out,
-        t_spawn_ns=t_spawn_ns,
-        t_exit_ns=waited["t_exit_ns"],
-        peak_rss_mb=usage.ru_maxrss / 1024.0,  # Linux reports kB
-        cpu_user_ms=usage.ru_utime * 1000.0,
-        cpu_sys_ms=usage.ru_stime * 1000.0,
+        t_spawn_ns=usage.get("t_exec_ns") or t_spawn_ns,
+        t_exit_ns=t_exit_ns,
+        peak_rss_mb=usage["maxrss_kb"] / 1024.0 if usage else None,
+        cpu_user_ms=usage["utime_us"] / 1000.0 if usage else None,
+        cpu_sys_ms=usage["stime_us"] / 1000.0 if usage else None,
         records_path=records_path,
         stdout_path=stdout_path,
         stderr_path=stderr_path,

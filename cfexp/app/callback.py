@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 
 from cfexp.app import status
 from cfexp.servers.pool import POOL
-from cfexp.tracking.jobs import PARENT_FILE, flatten, tracker_for
+from cfexp.tracking.jobs import PARENT_FILE, flatten, swept_keys, tracker_for
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,10 @@ class CfexpCallback(Callback):
         )
         tracker.log_params(run_id, flatten({"sweep": {"overrides": overrides}}))
         (sweep_dir / PARENT_FILE).write_text(
-            json.dumps({"run_id": run_id, "tracking_uri": tracker.uri}, indent=2)
+            json.dumps(
+                {"run_id": run_id, "tracking_uri": tracker.uri, "swept_keys": swept_keys(overrides)},
+                indent=2,
+            )
         )
         log.info("MLflow parent run %s (%s)", run_id, tracker.uri)
 

@@ -46,6 +46,8 @@ class JobOutcome:
     """What a job produced, successful or not."""
 
     metrics: dict[str, float] = field(default_factory=dict)
+    # About the agent binary (Rust: size, profile, rustc).
+    tags: dict[str, str] = field(default_factory=dict)
     # None when every call and agent succeeded.
     failure: str | None = None
 
@@ -69,6 +71,7 @@ def run_job(cfg: DictConfig) -> dict[str, float] | None:
         job.set_tags(run_tags(settings, instances))
         outcome = _measure(settings, instances, job_dir, job.run_id)
         job.log_metrics(outcome.metrics)
+        job.set_tags(outcome.tags)
         job.log_job_artifacts(job_dir)
         if outcome.failure:
             log.error("job failed: %s", outcome.failure)
@@ -148,7 +151,9 @@ def _measure(
         ),
         **_report_quality(calls),
     }
-    return JobOutcome(metrics=metrics, failure=_failure(result, records, calls, truncated))
+    return JobOutcome(
+        metrics=metrics, tags=command.build_info, failure=_failure(result, records, calls, truncated)
+    )
 
 
 def _report_quality(calls: list[dict[str, Any]]) -> dict[str, float]:

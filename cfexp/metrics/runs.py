@@ -10,9 +10,11 @@ beside the mean.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from cfexp.metrics.calls import percentile
 
 # Per-call fields summarised over a run's successful calls.
 CALL_METRICS = (
@@ -36,20 +38,10 @@ class ProcessMeasurement:
     """The agent process as the harness measured it from outside."""
 
     startup_ms: float | None
-    peak_rss_mb: float
-    cpu_ms: float
+    # None when not measurable without inflation (see cfexp.agents.runner).
+    peak_rss_mb: float | None
+    cpu_ms: float | None
     wall_ms: float
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolation percentile (numpy's default), q in [0, 100]."""
-    ordered = sorted(values)
-    if len(ordered) == 1:
-        return ordered[0]
-    rank = (len(ordered) - 1) * q / 100.0
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 def summarize_calls(calls: Iterable[Mapping[str, Any]]) -> dict[str, float]:
@@ -73,14 +65,14 @@ def summarize_calls(calls: Iterable[Mapping[str, Any]]) -> dict[str, float]:
 
 
 def summarize_process(process: ProcessMeasurement, output_tokens_total: float) -> dict[str, float]:
-    metrics = {
-        "agent_peak_rss_mb": process.peak_rss_mb,
-        "agent_cpu_ms": process.cpu_ms,
-        "agent_wall_ms": process.wall_ms,
-    }
+    metrics = {"agent_wall_ms": process.wall_ms}
+    if process.peak_rss_mb is not None:
+        metrics["agent_peak_rss_mb"] = process.peak_rss_mb
     if process.startup_ms is not None:
         metrics["agent_startup_ms"] = process.startup_ms
-    if output_tokens_total > 0:
+    if process.cpu_ms is not None:
+        metrics["agent_cpu_ms"] = process.cpu_ms
+    if process.cpu_ms is not None and output_tokens_total > 0:
         # CPU the agent spends per streamed token: its whole CPU time over the
         # tokens it received (start-up included, as a user pays for it too).
         metrics["agent_cpu_us_per_token"] = process.cpu_ms * 1000.0 / output_tokens_total

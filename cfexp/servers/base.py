@@ -28,6 +28,7 @@ class LaunchSpec:
     url: str | None
     model_name: str
     model_file: str | None
+    n_layers: int
     gpu_layers: int
     ctx: int
     threads: int

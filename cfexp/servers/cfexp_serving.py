@@ -33,6 +33,8 @@ def engine_settings(launch: LaunchSpec) -> dict[str, object]:
         "n_gpu_layers": launch.gpu_layers,
         "slots": launch.slots,
     }
+    if launch.backend == "sim":
+        settings["n_layers"] = launch.n_layers
     if launch.backend == "llamacpp":
         settings["n_threads"] = launch.threads
         settings["model_path"] = launch.model_file or str(embedded_gguf())

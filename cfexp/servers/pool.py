@@ -38,6 +38,7 @@ def launch_spec(cfg: CfexpConfig) -> LaunchSpec:
         url=backend.url,
         model_name=cfg.model.name,
         model_file=cfg.model.file,
+        n_layers=cfg.model.n_layers,
         gpu_layers=cfg.gpu_layers,
         ctx=cfg.ctx,
         threads=backend.threads,

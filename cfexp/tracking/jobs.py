@@ -69,17 +69,36 @@ def redacted_config(cfg: DictConfig) -> dict[str, Any]:
     return container
 
 
-def run_name(overrides: list[str]) -> str:
-    """Say what differs: the job's own overrides, or 'defaults'."""
-    shown = [o for o in overrides if not o.startswith("hydra.")]
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def run_name(overrides: list[str], swept_keys: list[str] | None = None) -> str:
+    """Say what differs: in a sweep the swept keys only, else every override.
+
+    Paths and Hydra's own settings never name a run.
+    """
+    shown = [o for o in overrides if not _key(o).startswith(("hydra.", "paths."))]
+    if swept_keys:
+        shown = [o for o in shown if _key(o) in swept_keys] or shown
     return " ".join(shown) if shown else "defaults"
 
 
-def read_parent(sweep_dir: Path) -> str | None:
+def swept_keys(overrides: list[str]) -> list[str]:
+    """The keys a multirun's command line sweeps (`a=1,2`, `b=range(3)`)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return [o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()]
+
+
+def read_parent(sweep_dir: Path) -> dict[str, Any] | None:
+    """The parent run's file: ``run_id``, ``tracking_uri``, ``swept_keys``."""
     path = sweep_dir / PARENT_FILE
     if not path.exists():
         return None
-    return str(json.loads(path.read_text())["run_id"])
+    parent: dict[str, Any] = json.loads(path.read_text())
+    return parent
 
 
 @dataclass
@@ -97,10 +116,16 @@ class JobRun:
             parent = read_parent(Path(hydra_cfg.sweep.dir))
         tags = {
             "overrides": " ".join(overrides),
-            "hydra.job_num": str(hydra_cfg.job.num) if parent else "",
             "hydra.output_dir": str(hydra_cfg.runtime.output_dir),
         }
-        run_id = tracker.start_run(settings.tracking.experiment, run_name(overrides), tags, parent)
+        if parent:
+            tags["hydra.job_num"] = str(hydra_cfg.job.num)
+        run_id = tracker.start_run(
+            settings.tracking.experiment,
+            run_name(overrides, parent["swept_keys"] if parent else None),
+            tags,
+            parent["run_id"] if parent else None,
+        )
         config = redacted_config(cfg)
         tracker.log_params(run_id, flatten(config))
         tracker.log_text(run_id, OmegaConf.to_yaml(OmegaConf.create(config)), "config.yaml")
@@ -122,7 +147,8 @@ class JobRun:
             (job_dir / "agent_spec.redacted.json").write_text(json.dumps(data, indent=2))
         for name in JOB_ARTIFACTS:
             try:
-                self.tracker.log_artifact(self.run_id, job_dir / name, None if name != ".hydra" else ".hydra")
+                path = job_dir / name
+                self.tracker.log_artifact(self.run_id, path, name if path.is_dir() else None)
             except OSError as exc:
                 log.warning("could not store artifact %s: %s", name, exc)
 

@@ -1,0 +1,69 @@
+"""The harness measures any agent process from outside, the same way."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from cfexp.agents.runner import AgentCommand, run_agent
+from cfexp.errors import ServerDiedError
+
+# A stand-in agent: writes a ready record, holds ~80 MB, burns some CPU, exits 0.
+FAKE_AGENT = r"""
+import json, sys, time
+out = sys.argv[sys.argv.index("--out") + 1]
+with open(out, "w") as f:
+    f.write(json.dumps({"schema_version": 1, "kind": "ready", "run_id": "r", "t_ready_ns": time.monotonic_ns()}) + "\n")
+    f.flush()
+    block = bytearray(80 * 1024 * 1024)
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    end = time.process_time() + 0.2
+    while time.process_time() < end:
+        pass
+    time.sleep(float(sys.argv[1]))
+    f.write(json.dumps({"schema_version": 1, "kind": "done", "run_id": "r", "success": True, "t_end_ns": time.monotonic_ns()}) + "\n")
+"""
+
+
+def fake_agent(sleep_s: float) -> AgentCommand:
+    return AgentCommand([sys.executable, "-c", FAKE_AGENT, str(sleep_s)], "python", "asyncio", {})
+
+
+def test_rusage_and_startup_are_measured_from_outside(tmp_path: Path) -> None:
+    result = run_agent(fake_agent(0.0), {"run_id": "r"}, tmp_path, timeout_s=60)
+    assert result.exit_code == 0 and not result.timed_out
+    assert result.peak_rss_mb >= 80  # the kernel saw the 80 MB block
+    assert result.cpu_ms >= 150  # ~200 ms of busy loop
+    ready = json.loads(result.records_path.read_text().splitlines()[0])
+    startup_ns = ready["t_ready_ns"] - result.t_spawn_ns
+    assert 0 < startup_ns < (result.t_exit_ns - result.t_spawn_ns)
+    assert json.loads((tmp_path / "agent_spec.json").read_text()) == {"run_id": "r"}
+
+
+def test_a_run_timeout_kills_the_agent(tmp_path: Path) -> None:
+    started = time.monotonic()
+    result = run_agent(fake_agent(30.0), {}, tmp_path, timeout_s=1.5)
+    assert result.timed_out and result.signal is not None
+    assert time.monotonic() - started < 10
+
+
+def test_a_failing_watch_stops_the_agent_and_raises(tmp_path: Path) -> None:
+    calls = []
+
+    def watch() -> None:
+        calls.append(1)
+        if len(calls) > 3:
+            raise ServerDiedError("server <instance=0> exited")
+
+    with pytest.raises(ServerDiedError):
+        run_agent(fake_agent(30.0), {}, tmp_path, timeout_s=60, watch=watch)
+    spec_users = [
+        p for p in psutil.process_iter(["cmdline"]) if FAKE_AGENT[:40] in " ".join(p.info["cmdline"] or [])
+    ]
+    assert spec_users == []  # the agent is gone

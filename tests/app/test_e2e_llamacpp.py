@@ -1,0 +1,32 @@
+"""End to end on the real embedded model: Gemma 3 270M on llama.cpp."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cfexp.servers.model_files import expected_sha256
+from tests.app.test_e2e_sim import client_for, leftover_processes, run_cfexp, runs_of
+
+pytestmark = [pytest.mark.slow, pytest.mark.llamacpp]
+
+
+def test_the_default_experiment_runs_on_the_real_model(tmp_path: Path) -> None:
+    done = run_cfexp(tmp_path, "num_predict=24", timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (run,) = runs_of(tmp_path)
+    assert run.info.status == "FINISHED"
+    tags, metrics = run.data.tags, run.data.metrics
+    assert tags["provenance"] == "measured" and tags["backend"] == "llamacpp"
+    assert tags["model_digest"] == expected_sha256()[1]
+    assert metrics["calls_total"] == 2 and metrics["calls_failed"] == 0
+    assert 0 < metrics["output_tokens"] <= 24
+    assert metrics["ttft_ms"] > 0 and metrics["server_throughput_tok_s"] > 0
+    assert metrics["ingest_files"] > 0
+    # The prompt tokens the server really evaluated are recorded (the nonce
+    # defeats the prefix cache, so the whole prompt is evaluated).
+    assert metrics["server_prompt_eval_count"] > 20
+    texts = client_for(tmp_path).list_artifacts(run.info.run_id, "texts")
+    assert len(texts) == 2 and all(t.file_size > 0 for t in texts)
+    assert leftover_processes(tmp_path) == []
