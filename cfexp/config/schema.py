@@ -148,8 +148,9 @@ class CfexpConfig:
     # configured: send the options above; server_defaults: send none (the
     # original's "baseline" run).
     options_mode: str = "configured"
-    # Prefix each prompt with a unique nonce so prefix caches cannot hide prefill.
-    defeat_prompt_cache: bool = True
+    # Prefix each prompt with a unique nonce so prefix caches cannot hide prefill
+    # (off by default: small models echo it; cfexp's servers disable their cache).
+    defeat_prompt_cache: bool = False
     # A free index so a multirun can repeat one config: `-m repetition=0,1,2`.
     repetition: int = 0
 
