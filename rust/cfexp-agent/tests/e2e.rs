@@ -1,0 +1,701 @@
+//! End to end, for every runtime binary: a loopback HTTP server per test
+//! serves scripted NDJSON/SSE bodies (or fails on purpose), the agent binary
+//! runs a spec against it, and the records file and exit status are checked.
+//!
+//! Each runtime gets the same cases (the `runtime_tests!` modules at the
+//! end); a runtime's cases exist only when its feature is enabled:
+//! `cargo test --all-features` runs them all.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{
+    Behavior, Run, Server, TempDir, agent, make_data_dir, ollama_lines, openai_events, run_agent,
+    run_args, spec,
+};
+use serde_json::{Value, json};
+
+const GAP: Duration = Duration::from_millis(5);
+
+/// The checks every complete run passes: `ready` first, `done` last, one
+/// each, every record tagged with schema version and run id.
+fn assert_well_formed(run: &Run, runtime: &str) {
+    let kinds = run.kinds();
+    assert_eq!(kinds.first(), Some(&"ready"), "{kinds:?}\n{}", run.stderr);
+    assert_eq!(kinds.last(), Some(&"done"), "{kinds:?}\n{}", run.stderr);
+    assert_eq!(run.of_kind("ready").len(), 1);
+    assert_eq!(run.of_kind("done").len(), 1);
+    for r in &run.records {
+        assert_eq!(r["schema_version"], 1);
+        assert_eq!(r["run_id"], "run-test");
+    }
+    let ready = run.of_kind("ready")[0];
+    assert_eq!(ready["language"], "rust");
+    assert_eq!(ready["runtime"], runtime);
+    assert_eq!(ready["agent_version"], env!("CARGO_PKG_VERSION"));
+    // Every call's clock readings are ordered.
+    for c in run.of_kind("call") {
+        let t = |k: &str| c[k].as_u64();
+        let send = t("t_send_ns").unwrap();
+        let end = t("t_end_ns").unwrap();
+        assert!(send >= ready["t_ready_ns"].as_u64().unwrap());
+        assert!(send <= end);
+        let mut last = send;
+        for k in ["t_first_byte_ns", "t_first_token_ns", "t_last_token_ns"] {
+            if let Some(v) = t(k) {
+                assert!(v >= last && v <= end, "{k} out of order in {c}");
+                last = v;
+            }
+        }
+        assert_eq!(
+            c["content_chunks"],
+            json!(c["chunk_times_ns"].as_array().unwrap().len())
+        );
+    }
+}
+
+fn failed_call(run: &Run, kind: &str) -> Value {
+    assert_eq!(run.code, Some(1), "exit status; stderr:\n{}", run.stderr);
+    let calls = run.of_kind("call");
+    assert_eq!(
+        calls.len(),
+        1,
+        "the workflow stops at its first failed call"
+    );
+    let call = calls[0].clone();
+    assert_eq!(call["success"], false);
+    assert_eq!(call["error_kind"], kind, "{call}");
+    let agent = run.of_kind("agent")[0];
+    assert_eq!(agent["success"], false);
+    assert_eq!(agent["error_kind"], kind);
+    assert_eq!(agent["calls"], 1);
+    assert_eq!(run.of_kind("done")[0]["success"], false);
+    call
+}
+
+// ------------------------------------------------------------------ cases
+
+pub fn single_inference_ollama(bin: &str, runtime: &str) {
+    let server =
+        Server::start(|_| Behavior::stream(ollama_lines(&["Hel", "", "lo", " world"], 4), GAP));
+    let dir = TempDir::new("si");
+    let data = make_data_dir(dir.path());
+    let run = run_agent(
+        bin,
+        dir.path(),
+        &spec(
+            "single_inference",
+            &data,
+            vec![agent(0, &server.base_url(), "ollama")],
+        ),
+    );
+    assert_eq!(run.code, Some(0), "stderr:\n{}", run.stderr);
+    assert_well_formed(&run, runtime);
+    assert_eq!(run.kinds(), ["ready", "call", "agent", "done"]);
+    let call = run.call(0);
+    assert_eq!(call["success"], true);
+    assert_eq!(call["error_kind"], Value::Null);
+    assert_eq!(call["step"], "single_inference");
+    assert_eq!(call["http_status"], 200);
+    assert_eq!(call["text"], "Hello world");
+    assert_eq!(call["content_chunks"], 3);
+    assert_eq!(call["output_tokens"], 4);
+    assert_eq!(call["server_eval_count"], 4);
+    assert_eq!(call["server_load_duration_ns"], 100);
+    assert_eq!(call["finish_reason"], "stop");
+    assert_eq!(call["prompt_chars"], "Say hi.".len());
+    assert_eq!(
+        call["options"],
+        json!({"num_gpu": 80, "num_ctx": 512, "temperature": 0.8, "top_p": 0.9, "top_k": 40, "repeat_penalty": 1.1, "num_predict": 32})
+    );
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 1);
+    let req = &reqs[0];
+    assert_eq!(
+        (req.method.as_str(), req.path.as_str()),
+        ("POST", "/api/chat")
+    );
+    assert_eq!(req.header("authorization"), None);
+    assert_eq!(req.header("content-type"), Some("application/json"));
+    assert_eq!(req.header("host"), Some(server.addr.to_string().as_str()));
+    let body = req.json();
+    assert_eq!(body["model"], "test-model");
+    assert_eq!(body["stream"], true);
+    assert_eq!(body["options"], call["options"]);
+    assert_eq!(
+        body["messages"],
+        json!([{"role": "user", "content": "Say hi."}])
+    );
+    let agent = run.of_kind("agent")[0];
+    assert_eq!(
+        (agent["success"].clone(), agent["calls"].clone()),
+        (json!(true), json!(1))
+    );
+    assert_eq!(run.of_kind("done")[0]["success"], true);
+}
+
+pub fn single_agent_openai(bin: &str, runtime: &str) {
+    let analysis = "## Key Findings\n- Latency is high\n## Recommendations\n1. Cache prompts\n";
+    let pieces: Vec<String> = analysis.split_inclusive('\n').map(str::to_owned).collect();
+    let server = Server::start(move |req| {
+        let body = req.json();
+        let text = body["messages"].to_string();
+        if text.contains("DATA") {
+            let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
+            Behavior::stream(openai_events(&refs, 11), GAP)
+        } else {
+            Behavior::stream(openai_events(&["# Report", "\nDone."], 5), GAP)
+        }
+    });
+    let dir = TempDir::new("sa");
+    let data = make_data_dir(dir.path());
+    let mut a = agent(0, &server.base_url(), "openai");
+    a["api_key"] = json!("sk-secret-key");
+    let mut s = spec("single_agent", &data, vec![a]);
+    s["defeat_prompt_cache"] = json!(true);
+    let run = run_agent(bin, dir.path(), &s);
+    assert_eq!(run.code, Some(0), "stderr:\n{}", run.stderr);
+    assert_well_formed(&run, runtime);
+    assert_eq!(
+        run.kinds(),
+        ["ready", "ingest", "call", "call", "agent", "done"]
+    );
+    assert!(
+        !run.raw_records.contains("sk-secret"),
+        "the API key leaked into the records"
+    );
+    assert!(
+        !run.stderr.contains("sk-secret"),
+        "the API key leaked into stderr"
+    );
+
+    let ingest = run.of_kind("ingest")[0];
+    assert_eq!(ingest["files"], 3);
+    assert_eq!(ingest["bytes"], 8 + 2 + 4);
+    assert_eq!(
+        ingest["files_by_type"],
+        json!({"csv": 1, "json": 1, "md": 1})
+    );
+    let (c0, c1) = (run.call(0), run.call(1));
+    assert_eq!(
+        (c0["step"].as_str(), c0["call_index"].as_u64()),
+        (Some("analysis"), Some(0))
+    );
+    assert_eq!(
+        (c1["step"].as_str(), c1["call_index"].as_u64()),
+        (Some("report"), Some(1))
+    );
+    assert_eq!(c0["text"], analysis);
+    assert_eq!(c0["output_tokens"], 11);
+    assert_eq!(c0["server_completion_tokens"], 11);
+    assert_eq!(c0["server_prompt_tokens"], 9);
+    assert_eq!(c0["finish_reason"], "stop");
+    assert_eq!(c1["text"], "# Report\nDone.");
+    assert_eq!(c0["options"]["max_tokens"], 32);
+    assert!(c0["options"].get("num_gpu").is_none());
+    let agent = run.of_kind("agent")[0];
+    assert_eq!(agent["findings"], json!(["Latency is high"]));
+    assert_eq!(agent["recommendations"], json!(["Cache prompts"]));
+    assert_eq!(agent["calls"], 2);
+
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 2);
+    for r in &reqs {
+        assert_eq!(r.path, "/v1/chat/completions");
+        assert_eq!(r.header("authorization"), Some("Bearer sk-secret-key"));
+        let body = r.json();
+        assert_eq!(body["stream_options"], json!({"include_usage": true}));
+        assert_eq!(body["max_tokens"], 32);
+    }
+    let first = reqs[0].json();
+    let sys = first["messages"][0]["content"].as_str().unwrap();
+    assert_eq!(sys, "[cfexp run-test/agent_0/0]\nSYS Be brief.");
+    let user = first["messages"][1]["content"].as_str().unwrap();
+    assert!(
+        user.starts_with("DATA\nFiles analyzed: 3 (1 CSV, 1 JSON, 1 Markdown), 14 bytes."),
+        "{user}"
+    );
+    let report = reqs[1].json();
+    assert_eq!(
+        report["messages"][0]["content"],
+        "[cfexp run-test/agent_0/1]\nF\n- Latency is high\nR\n- Cache prompts"
+    );
+}
+
+pub fn http_500(bin: &str, _runtime: &str) {
+    let server = Server::start(|_| Behavior::status(500, "{\"error\":\"boom\"}"));
+    let dir = TempDir::new("500");
+    let data = make_data_dir(dir.path());
+    let run = run_agent(
+        bin,
+        dir.path(),
+        &spec(
+            "single_agent",
+            &data,
+            vec![agent(0, &server.base_url(), "ollama")],
+        ),
+    );
+    assert_well_formed(&run, _runtime);
+    let call = failed_call(&run, "http_status");
+    assert_eq!(call["http_status"], 500);
+    assert_eq!(call["error"], "{\"error\":\"boom\"}");
+    assert_eq!(call["text"], "");
+}
+
+pub fn connection_refused(bin: &str, runtime: &str) {
+    // A port nobody listens on: bind, note it, close.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = TempDir::new("refused");
+    let data = make_data_dir(dir.path());
+    let url = format!("http://127.0.0.1:{port}");
+    let run = run_agent(
+        bin,
+        dir.path(),
+        &spec("single_inference", &data, vec![agent(0, &url, "openai")]),
+    );
+    assert_well_formed(&run, runtime);
+    let call = failed_call(&run, "connect");
+    assert_eq!(call["http_status"], Value::Null);
+    assert_eq!(call["t_first_byte_ns"], Value::Null);
+}
+
+pub fn server_hangs_up(bin: &str, runtime: &str) {
+    let server = Server::start(|_| Behavior::HangUp);
+    let dir = TempDir::new("hangup");
+    let data = make_data_dir(dir.path());
+    let run = run_agent(
+        bin,
+        dir.path(),
+        &spec(
+            "single_inference",
+            &data,
+            vec![agent(0, &server.base_url(), "ollama")],
+        ),
+    );
+    assert_well_formed(&run, runtime);
+    let call = failed_call(&run, "connect");
+    assert_eq!(call["http_status"], Value::Null);
+}
+
+pub fn timeout(bin: &str, runtime: &str) {
+    let server = Server::start(|_| Behavior::Stall(Duration::from_secs(5)));
+    let dir = TempDir::new("timeout");
+    let data = make_data_dir(dir.path());
+    let mut s = spec(
+        "single_inference",
+        &data,
+        vec![agent(0, &server.base_url(), "ollama")],
+    );
+    s["call_timeout_s"] = json!(0.3);
+    let started = std::time::Instant::now();
+    let run = run_agent(bin, dir.path(), &s);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the agent waited for the stalled server"
+    );
+    assert_well_formed(&run, runtime);
+    let call = failed_call(&run, "timeout");
+    let took = call["t_end_ns"].as_u64().unwrap() - call["t_send_ns"].as_u64().unwrap();
+    assert!(
+        (300_000_000..3_000_000_000).contains(&took),
+        "timeout after {took} ns"
+    );
+}
+
+pub fn timeout_mid_stream_keeps_partial_text(bin: &str, runtime: &str) {
+    let server = Server::start(|_| {
+        let mut lines = ollama_lines(&["partial"], 1);
+        lines.truncate(1);
+        let mut pieces: Vec<(Duration, Vec<u8>)> = lines
+            .into_iter()
+            .map(|l| (Duration::ZERO, l.into_bytes()))
+            .collect();
+        pieces.push((Duration::from_secs(5), b"{}\n".to_vec()));
+        Behavior::Reply {
+            status: 200,
+            pieces,
+        }
+    });
+    let dir = TempDir::new("timeout2");
+    let data = make_data_dir(dir.path());
+    let mut s = spec(
+        "single_inference",
+        &data,
+        vec![agent(0, &server.base_url(), "ollama")],
+    );
+    s["call_timeout_s"] = json!(0.5);
+    let run = run_agent(bin, dir.path(), &s);
+    assert_well_formed(&run, runtime);
+    let call = failed_call(&run, "timeout");
+    assert_eq!(call["http_status"], 200);
+    assert!(call["t_first_byte_ns"].is_u64());
+    if runtime == "smol_1kb" {
+        // The re-buffer still holds the short first piece: the parser never
+        // saw it (what the variant means).
+        assert_eq!(call["text"], "");
+        assert_eq!(call["content_chunks"], 0);
+    } else {
+        assert_eq!(call["text"], "partial");
+        assert_eq!(call["content_chunks"], 1);
+    }
+}
+
+pub fn malformed_stream(bin: &str, runtime: &str) {
+    let server = Server::start(|_| {
+        let mut lines = ollama_lines(&["ok"], 1);
+        lines.insert(1, "this is not json\n".to_owned());
+        Behavior::stream(lines, GAP)
+    });
+    let dir = TempDir::new("malformed");
+    let data = make_data_dir(dir.path());
+    let run = run_agent(
+        bin,
+        dir.path(),
+        &spec(
+            "single_agent",
+            &data,
+            vec![agent(0, &server.base_url(), "ollama")],
+        ),
+    );
+    assert_well_formed(&run, runtime);
+    let call = failed_call(&run, "malformed_stream");
+    assert_eq!(call["text"], "ok");
+}
+
+pub fn incomplete_and_empty_streams(bin: &str, runtime: &str) {
+    let dir = TempDir::new("incomplete");
+    let data = make_data_dir(dir.path());
+    // No [DONE].
+    let server = Server::start(|_| {
+        let mut events = openai_events(&["a"], 1);
+        events.pop();
+        Behavior::stream(events, GAP)
+    });
+    let run = run_agent(
+        bin,
+        dir.path(),
+        &spec(
+            "single_inference",
+            &data,
+            vec![agent(0, &server.base_url(), "openai")],
+        ),
+    );
+    assert_well_formed(&run, runtime);
+    assert_eq!(failed_call(&run, "incomplete_stream")["text"], "a");
+    // Complete, no content.
+    let server = Server::start(|_| Behavior::stream(ollama_lines(&[], 0), GAP));
+    let run = run_agent(
+        bin,
+        dir.path(),
+        &spec(
+            "single_inference",
+            &data,
+            vec![agent(0, &server.base_url(), "ollama")],
+        ),
+    );
+    assert_well_formed(&run, runtime);
+    let call = failed_call(&run, "empty_response");
+    assert_eq!(call["output_tokens"], 0);
+}
+
+pub fn multi_agent_overlap(bin: &str, runtime: &str) {
+    // Each call streams for ~0.3 s; two agents that really run at once
+    // overlap in time, both in their records and at the server.
+    let server = Server::start(|req| {
+        let n = req.json()["messages"].to_string().len() % 3; // vary a little
+        let pieces: Vec<String> = (0..6).map(|i| format!("w{i}{n} ")).collect();
+        let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
+        Behavior::stream(ollama_lines(&refs, 6), Duration::from_millis(50))
+    });
+    let dir = TempDir::new("multi");
+    let data = make_data_dir(dir.path());
+    let mut a1 = agent(1, &server.base_url(), "ollama");
+    a1["persona"] = json!("InsightAgent");
+    let run = run_agent(
+        bin,
+        dir.path(),
+        &spec(
+            "multi_agent",
+            &data,
+            vec![agent(0, &server.base_url(), "ollama"), a1],
+        ),
+    );
+    assert_eq!(run.code, Some(0), "stderr:\n{}", run.stderr);
+    assert_well_formed(&run, runtime);
+    assert_eq!(run.of_kind("ingest").len(), 2);
+    assert_eq!(run.of_kind("call").len(), 4);
+    let agents = run.of_kind("agent");
+    assert_eq!(agents.len(), 2);
+    assert!(
+        agents
+            .iter()
+            .all(|a| a["success"] == true && a["calls"] == 2)
+    );
+    let personas: Vec<&str> = agents
+        .iter()
+        .map(|a| a["persona"].as_str().unwrap())
+        .collect();
+    assert!(personas.contains(&"default") && personas.contains(&"InsightAgent"));
+    // The first call of each agent: their [t_send, t_end] intervals overlap.
+    let first = |name: &str| {
+        run.of_kind("call")
+            .into_iter()
+            .find(|c| c["agent"] == name && c["call_index"] == 0)
+            .map(|c| {
+                (
+                    c["t_send_ns"].as_u64().unwrap(),
+                    c["t_end_ns"].as_u64().unwrap(),
+                )
+            })
+            .unwrap()
+    };
+    let (a, b) = (first("agent_0"), first("agent_1"));
+    assert!(
+        a.0 < b.1 && b.0 < a.1,
+        "agent calls did not overlap: {a:?} {b:?}"
+    );
+    assert!(
+        server.max_concurrent() >= 2,
+        "the server never saw two requests at once"
+    );
+    // Each agent's whole workflow overlaps the other's.
+    let span = |a: &Value| {
+        (
+            a["t_start_ns"].as_u64().unwrap(),
+            a["t_end_ns"].as_u64().unwrap(),
+        )
+    };
+    let (x, y) = (span(agents[0]), span(agents[1]));
+    assert!(x.0 < y.1 && y.0 < x.1);
+    // Concurrency, not serialization: wall time well under the sum.
+    let wall = x.1.max(y.1) - x.0.min(y.0);
+    let sum = (x.1 - x.0) + (y.1 - y.0);
+    assert!(
+        wall * 10 < sum * 8,
+        "wall {wall} ns vs sum {sum} ns: agents were serialized"
+    );
+}
+
+pub fn one_failing_agent_does_not_stop_the_other(bin: &str, runtime: &str) {
+    let good = Server::start(|_| Behavior::stream(ollama_lines(&["fine"], 1), GAP));
+    let bad = Server::start(|_| Behavior::status(503, "busy"));
+    let dir = TempDir::new("mixed");
+    let data = make_data_dir(dir.path());
+    let run = run_agent(
+        bin,
+        dir.path(),
+        &spec(
+            "multi_agent",
+            &data,
+            vec![
+                agent(0, &good.base_url(), "ollama"),
+                agent(1, &bad.base_url(), "ollama"),
+            ],
+        ),
+    );
+    assert_eq!(run.code, Some(1));
+    assert_well_formed(&run, runtime);
+    let agents = run.of_kind("agent");
+    let by = |n: &str| agents.iter().find(|a| a["agent"] == n).unwrap();
+    assert_eq!(by("agent_0")["success"], true);
+    assert_eq!(by("agent_0")["calls"], 2);
+    assert_eq!(by("agent_1")["success"], false);
+    assert_eq!(by("agent_1")["error_kind"], "http_status");
+    assert_eq!(run.of_kind("done")[0]["success"], false);
+}
+
+pub fn bad_spec_exits_2(bin: &str, _runtime: &str) {
+    let dir = TempDir::new("badspec");
+    let data = make_data_dir(dir.path());
+    let mut s = spec(
+        "single_inference",
+        &data,
+        vec![agent(0, "http://127.0.0.1:9", "ollama")],
+    );
+    s["schema_version"] = json!(99);
+    let run = run_agent(bin, dir.path(), &s);
+    assert_eq!(run.code, Some(2), "stderr:\n{}", run.stderr);
+    assert!(!run.out_exists, "no records for a bad spec");
+    assert!(run.stderr.contains("schema_version"), "{}", run.stderr);
+    // Unknown persona, unknown option, missing data dir, bad arguments.
+    let mut s = spec(
+        "single_inference",
+        &data,
+        vec![agent(0, "http://127.0.0.1:9", "ollama")],
+    );
+    s["agents"][0]["persona"] = json!("Nobody");
+    assert_eq!(run_agent(bin, dir.path(), &s).code, Some(2));
+    let mut s = spec(
+        "single_inference",
+        &data,
+        vec![agent(0, "http://127.0.0.1:9", "ollama")],
+    );
+    s["agents"][0]["options"]["num_gpuu"] = json!(1);
+    assert_eq!(run_agent(bin, dir.path(), &s).code, Some(2));
+    let s = spec(
+        "single_agent",
+        &dir.path().join("nope"),
+        vec![agent(0, "http://127.0.0.1:9", "ollama")],
+    );
+    assert_eq!(run_agent(bin, dir.path(), &s).code, Some(2));
+    assert_eq!(run_args(bin, dir.path(), &["--spec"]).code, Some(2));
+    assert_eq!(run_args(bin, dir.path(), &["--version"]).code, Some(0));
+}
+
+pub fn unwritable_records_exit_3(bin: &str, _runtime: &str) {
+    // /dev/full opens, but every write fails (ENOSPC): an internal failure
+    // after the spec was accepted, so no `done` and exit 3.
+    let dir = TempDir::new("full");
+    let data = make_data_dir(dir.path());
+    let s = spec(
+        "single_inference",
+        &data,
+        vec![agent(0, "http://127.0.0.1:9", "ollama")],
+    );
+    let spec_path = dir.path().join("spec.json");
+    std::fs::write(&spec_path, s.to_string()).unwrap();
+    let run = run_args(
+        bin,
+        dir.path(),
+        &["--spec", spec_path.to_str().unwrap(), "--out", "/dev/full"],
+    );
+    assert_eq!(run.code, Some(3), "stderr:\n{}", run.stderr);
+    assert!(
+        run.stderr.contains("cannot write a record"),
+        "{}",
+        run.stderr
+    );
+}
+
+pub fn rebuffering(bin: &str, runtime: &str) {
+    // 12 content lines of ~100 bytes, 30 ms apart, then the final object.
+    let server = Server::start(|_| {
+        let word = "x".repeat(30);
+        let pieces: Vec<String> = (0..12).map(|i| format!("{word}{i:02}")).collect();
+        let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
+        Behavior::stream(ollama_lines(&refs, 12), Duration::from_millis(30))
+    });
+    let dir = TempDir::new("rebuffer");
+    let data = make_data_dir(dir.path());
+    let run = run_agent(
+        bin,
+        dir.path(),
+        &spec(
+            "single_inference",
+            &data,
+            vec![agent(0, &server.base_url(), "ollama")],
+        ),
+    );
+    assert_eq!(run.code, Some(0), "stderr:\n{}", run.stderr);
+    assert_well_formed(&run, runtime);
+    let call = run.call(0);
+    assert_eq!(call["content_chunks"], 12);
+    let mut times: Vec<u64> = call["chunk_times_ns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap())
+        .collect();
+    times.dedup();
+    if runtime == "smol_1kb" {
+        // ~1.2 KB of body in pieces of >= 1024 bytes: at most two arrivals.
+        assert!(times.len() <= 2, "{} distinct arrival times", times.len());
+    } else {
+        assert!(times.len() >= 3, "{} distinct arrival times", times.len());
+    }
+}
+
+// ------------------------------------------------------- per runtime
+
+macro_rules! runtime_tests {
+    ($module:ident, $feature:literal, $runtime:literal, $bin:literal) => {
+        #[cfg(feature = $feature)]
+        mod $module {
+            const BIN: &str = env!($bin);
+            const RUNTIME: &str = $runtime;
+
+            #[test]
+            fn single_inference_ollama() {
+                super::single_inference_ollama(BIN, RUNTIME);
+            }
+            #[test]
+            fn single_agent_openai() {
+                super::single_agent_openai(BIN, RUNTIME);
+            }
+            #[test]
+            fn http_500() {
+                super::http_500(BIN, RUNTIME);
+            }
+            #[test]
+            fn connection_refused() {
+                super::connection_refused(BIN, RUNTIME);
+            }
+            #[test]
+            fn server_hangs_up() {
+                super::server_hangs_up(BIN, RUNTIME);
+            }
+            #[test]
+            fn timeout() {
+                super::timeout(BIN, RUNTIME);
+            }
+            #[test]
+            fn timeout_mid_stream_keeps_partial_text() {
+                super::timeout_mid_stream_keeps_partial_text(BIN, RUNTIME);
+            }
+            #[test]
+            fn malformed_stream() {
+                super::malformed_stream(BIN, RUNTIME);
+            }
+            #[test]
+            fn incomplete_and_empty_streams() {
+                super::incomplete_and_empty_streams(BIN, RUNTIME);
+            }
+            #[test]
+            fn multi_agent_overlap() {
+                super::multi_agent_overlap(BIN, RUNTIME);
+            }
+            #[test]
+            fn one_failing_agent_does_not_stop_the_other() {
+                super::one_failing_agent_does_not_stop_the_other(BIN, RUNTIME);
+            }
+            #[test]
+            fn bad_spec_exits_2() {
+                super::bad_spec_exits_2(BIN, RUNTIME);
+            }
+            #[test]
+            fn unwritable_records_exit_3() {
+                super::unwritable_records_exit_3(BIN, RUNTIME);
+            }
+            #[test]
+            fn rebuffering() {
+                super::rebuffering(BIN, RUNTIME);
+            }
+        }
+    };
+}
+
+runtime_tests!(tokio, "tokio", "tokio", "CARGO_BIN_EXE_cfexp-agent-tokio");
+runtime_tests!(
+    tokio_localset,
+    "tokio_localset",
+    "tokio_localset",
+    "CARGO_BIN_EXE_cfexp-agent-tokio_localset"
+);
+runtime_tests!(smol, "smol", "smol", "CARGO_BIN_EXE_cfexp-agent-smol");
+runtime_tests!(
+    smol_1kb,
+    "smol_1kb",
+    "smol_1kb",
+    "CARGO_BIN_EXE_cfexp-agent-smol_1kb"
+);
+runtime_tests!(
+    async_std,
+    "async_std",
+    "async_std",
+    "CARGO_BIN_EXE_cfexp-agent-async_std"
+);
