@@ -130,8 +130,13 @@ def run_agent(
     job_dir: Path,
     timeout_s: float,
     watch: Callable[[], None] = lambda: None,
+    on_spawn: Callable[[int], None] = lambda pid: None,
 ) -> AgentProcessResult:
-    """Run the agent to completion (or timeout) and measure it."""
+    """Run the agent to completion (or timeout) and measure it.
+
+    ``on_spawn`` gets the pid of the started process (the launcher, whose
+    child is the agent), e.g. for a system-metrics sampler.
+    """
     job_dir.mkdir(parents=True, exist_ok=True)
     spec_path = job_dir / "agent_spec.json"
     spec_path.write_text(json.dumps(spec, indent=2))
@@ -153,6 +158,7 @@ def run_agent(
             start_new_session=True,
             preexec_fn=die_with_parent,  # noqa: PLW1509
         )
+    on_spawn(popen.pid)
     timed_out = False
     deadline = time.monotonic() + timeout_s
     try:

@@ -16,14 +16,28 @@ DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 SPEC_SCHEMA_VERSION = 1
 
 
-def model_options(cfg: CfexpConfig) -> dict[str, Any] | None:
-    """The options sent with each call; None means server defaults (baseline)."""
+def agent_options(cfg: CfexpConfig, index: int) -> dict[str, Any] | None:
+    """Options agent ``index`` sends with each call; None = server defaults (baseline).
+
+    multi_agent modes: ``baseline_vs_chimera`` gives agent_0 server defaults
+    and the others the configured options; ``chimera_hetero`` applies
+    ``scenario.per_agent`` on top of the configured options.
+    """
+    scenario = cfg.scenario
     if cfg.options_mode == "server_defaults":
         return None
+    if scenario.name == "multi_agent" and scenario.mode == "baseline_vs_chimera" and index == 0:
+        return None
+    gpu_layers, ctx, temperature = cfg.gpu_layers, cfg.ctx, cfg.temperature
+    override = scenario.per_agent.get(f"agent_{index}") if scenario.mode == "chimera_hetero" else None
+    if override is not None:
+        gpu_layers = override.gpu_layers if override.gpu_layers is not None else gpu_layers
+        ctx = override.ctx if override.ctx is not None else ctx
+        temperature = override.temperature if override.temperature is not None else temperature
     options: dict[str, Any] = {
-        "num_gpu": cfg.gpu_layers,
-        "num_ctx": cfg.ctx,
-        "temperature": cfg.temperature,
+        "num_gpu": gpu_layers,
+        "num_ctx": ctx,
+        "temperature": temperature,
         "top_p": cfg.top_p,
         "top_k": cfg.top_k,
         "repeat_penalty": cfg.repeat_penalty,
@@ -33,8 +47,33 @@ def model_options(cfg: CfexpConfig) -> dict[str, Any] | None:
     return options
 
 
-def build_spec(cfg: CfexpConfig, instances: list[ServerInstance], run_id: str) -> dict[str, Any]:
+def instance_launch_options(cfg: CfexpConfig) -> list[tuple[int, int]]:
+    """(gpu_layers, ctx) each server instance starts with: those of its first agent.
+
+    Agents sharing an instance with other options make it reload per request,
+    as Ollama does; an instance no agent uses gets the top-level options.
+    """
+    count = cfg.topology.instances
+    launch = []
+    for instance in range(count):
+        first_agent = next((i for i in range(cfg.scenario.agents) if i % count == instance), None)
+        options = agent_options(cfg, first_agent) if first_agent is not None else None
+        if options is None:
+            launch.append((cfg.gpu_layers, cfg.ctx))
+        else:
+            launch.append((int(options["num_gpu"]), int(options["num_ctx"])))
+    return launch
+
+
+def build_spec(
+    cfg: CfexpConfig,
+    instances: list[ServerInstance],
+    run_id: str,
+    only_agent: int | None = None,
+) -> dict[str, Any]:
+    """The spec of all agents, or of agent ``only_agent`` alone (its solo run)."""
     personas = cfg.scenario.personas
+    indices = range(cfg.scenario.agents) if only_agent is None else [only_agent]
     agents = [
         {
             "name": f"agent_{i}",
@@ -42,11 +81,11 @@ def build_spec(cfg: CfexpConfig, instances: list[ServerInstance], run_id: str) -
             "base_url": instances[i % len(instances)].base_url,
             "api": instances[i % len(instances)].api,
             "model": cfg.model.name,
-            "options": model_options(cfg),
+            "options": agent_options(cfg, i),
             "instance": instances[i % len(instances)].index,
             "api_key": cfg.backend.api_key,
         }
-        for i in range(cfg.scenario.agents)
+        for i in indices
     ]
     return {
         "schema_version": SPEC_SCHEMA_VERSION,

@@ -47,6 +47,8 @@ class TopologyConfig:
     lifecycle: str = "per_sweep"
     # Untimed calls sent to each instance before measuring (0 = none).
     warmup_calls: int = 0
+    # System metrics (CPU, memory, per-process, GPU) sampling period; 0 = off.
+    sample_interval_s: float = 0.5
 
 
 @dataclass
@@ -87,6 +89,15 @@ class ModelConfig:
 
 
 @dataclass
+class AgentOverride:
+    """Options one agent of a chimera_hetero run uses instead of the top-level ones."""
+
+    gpu_layers: Optional[int] = None
+    ctx: Optional[int] = None
+    temperature: Optional[float] = None
+
+
+@dataclass
 class ScenarioConfig:
     # single_inference | single_agent | multi_agent
     name: str = MISSING
@@ -94,6 +105,17 @@ class ScenarioConfig:
     agents: int = 1
     # Personas, one per agent (cycled when there are more agents).
     personas: list[str] = field(default_factory=lambda: ["default"])
+    # multi_agent only: baseline_vs_chimera (agent_0 sends no options, the
+    # others the configured ones), chimera_homo (all the same options),
+    # chimera_hetero (per_agent overrides).
+    mode: str = "chimera_homo"
+    # multi_agent only: per-agent options, e.g. per_agent.agent_1.ctx=1024.
+    per_agent: dict[str, AgentOverride] = field(default_factory=dict)
+    # multi_agent only: run each agent alone first, for true parallel efficiency.
+    solo_baseline: bool = True
+    # multi_agent only: an agent is contended when its concurrent TTFT is worse
+    # than solo by more than this percentage, or its throughput lower by more.
+    contention_threshold_pct: float = 25.0
 
 
 @dataclass

@@ -29,6 +29,8 @@ BACKENDS = ("llamacpp", "sim", "ollama", "openai")
 APIS = ("ollama", "openai")
 SCENARIOS = ("single_inference", "single_agent", "multi_agent")
 LIFECYCLES = ("per_job", "per_sweep", "external")
+MULTI_MODES = ("baseline_vs_chimera", "chimera_homo", "chimera_hetero")
+TOPOLOGY_INSTANCES = {"single": 1, "dual": 2}
 OPTIONS_MODES = ("configured", "server_defaults")
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
@@ -72,6 +74,9 @@ _RULES = (
     _Rule("topology.instances", _at_least(1), "a whole number >= 1"),
     _Rule("topology.lifecycle", _one_of(LIFECYCLES), f"one of {', '.join(LIFECYCLES)}"),
     _Rule("topology.warmup_calls", _at_least(0), "a whole number >= 0"),
+    _Rule("topology.sample_interval_s", _between(0.0, 60.0), "a number of seconds from 0 (off) to 60"),
+    _Rule("scenario.mode", _one_of(MULTI_MODES), f"one of {', '.join(MULTI_MODES)}"),
+    _Rule("scenario.contention_threshold_pct", _between(0.0, 1000.0), "a percentage from 0 to 1000"),
     _Rule("model.n_layers", _at_least(1), "a whole number >= 1"),
     _Rule("gpu_layers", _at_least(0), "a whole number >= 0 (999 = all layers)"),
     _Rule("ctx", _between(16, 1 << 20), "a whole number of tokens from 16 to 1048576"),
@@ -110,6 +115,11 @@ def _cross_field_problems(cfg: CfexpConfig) -> list[str]:
             f"<language={language}>: drop the language override (a runtime implies "
             f"its language) or pick a {language} runtime ({', '.join(hint)})"
         )
+    if cfg.backend.name == "openai" and cfg.backend.url is None:
+        problems.append(
+            "<backend.url=None> is required with backend=openai: give the server's base URL, "
+            "e.g. backend.url=http://127.0.0.1:8000"
+        )
     if cfg.backend.url is not None and not _is_http_url(cfg.backend.url):
         problems.append(
             f"<backend.url={cfg.backend.url}> is not an http(s) URL: give one like "
@@ -133,6 +143,42 @@ def _cross_field_problems(cfg: CfexpConfig) -> list[str]:
         )
     if not cfg.scenario.personas:
         problems.append("<scenario.personas=[]> needs at least one persona")
+    problems.extend(_multi_agent_problems(cfg))
+    return problems
+
+
+def _multi_agent_problems(cfg: CfexpConfig) -> list[str]:
+    problems: list[str] = []
+    scenario, topology = cfg.scenario, cfg.topology
+    expected = TOPOLOGY_INSTANCES.get(topology.name)
+    if expected is not None and topology.instances != expected:
+        problems.append(
+            f"<topology.instances={topology.instances}> contradicts <topology={topology.name}> "
+            f"({expected} instance(s)): for N instances use topology=multi topology.instances=N"
+        )
+    if scenario.name != "multi_agent" and scenario.agents != 1:
+        problems.append(
+            f"<scenario.agents={scenario.agents}> needs scenario=multi_agent ({scenario.name} runs one agent)"
+        )
+    names = {f"agent_{i}" for i in range(scenario.agents)}
+    unknown = sorted(set(scenario.per_agent) - names)
+    if unknown:
+        problems.append(
+            f"<scenario.per_agent={unknown}> names agents that do not exist: this run has "
+            f"{', '.join(sorted(names))} (scenario.agents={scenario.agents})"
+        )
+    if scenario.per_agent and scenario.mode != "chimera_hetero":
+        problems.append(
+            f"<scenario.per_agent> is set but <scenario.mode={scenario.mode}>: per-agent options "
+            "apply to scenario.mode=chimera_hetero only"
+        )
+    for name, override in scenario.per_agent.items():
+        if override.ctx is not None and not 16 <= override.ctx <= 1 << 20:
+            problems.append(f"<scenario.per_agent.{name}.ctx={override.ctx}> must be from 16 to 1048576")
+        if override.gpu_layers is not None and override.gpu_layers < 0:
+            problems.append(f"<scenario.per_agent.{name}.gpu_layers={override.gpu_layers}> must be >= 0")
+        if override.temperature is not None and not 0 <= override.temperature <= 2:
+            problems.append(f"<scenario.per_agent.{name}.temperature={override.temperature}> must be from 0 to 2")
     return problems
 
 

@@ -29,7 +29,12 @@ from cfexp.servers.external import OllamaBackend, OpenAIBackend
 log = logging.getLogger(__name__)
 
 
-def launch_spec(cfg: CfexpConfig) -> LaunchSpec:
+def launch_specs(cfg: CfexpConfig, options: list[tuple[int, int]]) -> list[LaunchSpec]:
+    """One LaunchSpec per instance, from its (gpu_layers, ctx)."""
+    return [launch_spec(cfg, gpu_layers, ctx) for gpu_layers, ctx in options]
+
+
+def launch_spec(cfg: CfexpConfig, gpu_layers: int, ctx: int) -> LaunchSpec:
     backend = cfg.backend
     return LaunchSpec(
         backend=backend.name,
@@ -39,8 +44,8 @@ def launch_spec(cfg: CfexpConfig) -> LaunchSpec:
         model_name=cfg.model.name,
         model_file=cfg.model.file,
         n_layers=cfg.model.n_layers,
-        gpu_layers=cfg.gpu_layers,
-        ctx=cfg.ctx,
+        gpu_layers=gpu_layers,
+        ctx=ctx,
         threads=backend.threads,
         slots=backend.slots,
         settings_json=json.dumps(backend.settings, sort_keys=True),
@@ -66,34 +71,29 @@ class ServerPool:
     """Hands out running instances to jobs and stops them per the lifecycle."""
 
     def __init__(self) -> None:
-        self._kept_launch: LaunchSpec | None = None
         self._kept: list[ServerInstance] = []
 
-    def acquire(self, cfg: CfexpConfig, servers_dir: Path) -> list[ServerInstance]:
-        launch = launch_spec(cfg)
-        count = cfg.topology.instances
+    def acquire(self, cfg: CfexpConfig, servers_dir: Path, launches: list[LaunchSpec]) -> list[ServerInstance]:
+        """Running instances, one per LaunchSpec (instance i started with launches[i])."""
         reusable = (
             cfg.topology.lifecycle == "per_sweep"
-            and launch == self._kept_launch
-            and len(self._kept) >= count
-            and all(instance.alive() for instance in self._kept[:count])
+            and [instance.launch for instance in self._kept] == launches
+            and all(instance.alive() for instance in self._kept)
         )
         if reusable:
-            return self._kept[:count]
+            return list(self._kept)
         self.close()  # other parameters, or a dead instance: start afresh
         backend = backend_for(cfg)
         started: list[ServerInstance] = []
         try:
-            for index in range(count):
+            for index, launch in enumerate(launches):
                 log.info("starting server instance %d (%s)", index, launch.backend)
-                started.append(
-                    backend.start(launch, index, servers_dir, cfg.timeouts.server_start_s)
-                )
+                started.append(backend.start(launch, index, servers_dir, cfg.timeouts.server_start_s))
         except BaseException:
             _stop(started)
             raise
         if cfg.topology.lifecycle == "per_sweep":
-            self._kept_launch, self._kept = launch, started
+            self._kept = started
         return started
 
     def release(self, instances: list[ServerInstance]) -> None:
@@ -103,7 +103,7 @@ class ServerPool:
 
     def close(self) -> None:
         _stop(self._kept)
-        self._kept_launch, self._kept = None, []
+        self._kept = []
 
 
 def check_alive(instances: list[ServerInstance]) -> None:

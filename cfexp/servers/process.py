@@ -114,6 +114,8 @@ class ManagedProcess:
         # Children it may have left in its group go too.
         self._signal_group(signal.SIGKILL)
         self._reader.join(timeout=2)
+        if self.popen.stdout is not None:
+            self.popen.stdout.close()
         self._log.close()
         with _RUNNING_LOCK:
             _RUNNING.discard(self)

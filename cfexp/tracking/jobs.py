@@ -30,9 +30,13 @@ JOB_ARTIFACTS = (
     "agent.stdout.log",
     "agent.stderr.log",
     "agent_spec.redacted.json",
+    "agent_rusage.json",
+    "system_metrics.jsonl",
     "texts",
     ".hydra",
 )
+# Folders of the multi-agent solo phase (solo_agent_0, …), uploaded whole.
+SOLO_DIRS = "solo_agent_*"
 _SECRET_KEYS = ("api_key",)
 
 _TRACKERS: dict[str, Tracker] = {}
@@ -145,7 +149,8 @@ class JobRun:
                 if agent.get("api_key"):
                     agent["api_key"] = "***"
             (job_dir / "agent_spec.redacted.json").write_text(json.dumps(data, indent=2))
-        for name in JOB_ARTIFACTS:
+        solo = sorted(path.name for path in job_dir.glob(SOLO_DIRS) if path.is_dir())
+        for name in (*JOB_ARTIFACTS, *solo):
             try:
                 path = job_dir / name
                 self.tracker.log_artifact(self.run_id, path, name if path.is_dir() else None)

@@ -111,3 +111,40 @@ def test_a_rust_runtime_implies_rust(compose_cfg: Compose, runtime: str) -> None
 def test_a_contradicting_language_and_runtime_is_a_clear_error(compose_cfg: Compose) -> None:
     with pytest.raises(ConfigError, match=r"<runtime=tokio> is a rust runtime but <language=python>"):
         to_settings(compose_cfg("language=python", "runtime=tokio"))
+
+
+def test_multi_agent_modes_set_each_agents_options(compose_cfg: Compose) -> None:
+    from cfexp.app.agent_spec import agent_options, instance_launch_options
+
+    bvc = to_settings(compose_cfg("scenario=multi_agent", "scenario.mode=baseline_vs_chimera"))
+    assert agent_options(bvc, 0) is None and agent_options(bvc, 1) is not None
+    hetero = to_settings(
+        compose_cfg(
+            "scenario=multi_agent", "topology=dual", "scenario.mode=chimera_hetero",
+            "+scenario.per_agent={agent_1:{ctx:1024,gpu_layers:100,temperature:0.6}}",
+        )
+    )
+    second = agent_options(hetero, 1)
+    assert second is not None and (second["num_ctx"], second["num_gpu"], second["temperature"]) == (1024, 100, 0.6)
+    assert instance_launch_options(hetero) == [(80, 512), (100, 1024)]
+
+
+@pytest.mark.parametrize(
+    "overrides, needle",
+    [
+        (("topology=dual", "topology.instances=3"), "<topology.instances=3> contradicts <topology=dual>"),
+        (("topology=multi", "topology.instances=0"), "<topology.instances=0> must be"),
+        (("scenario=multi_agent", "scenario.agents=0"), "<scenario.agents=0> must be"),
+        (("scenario=single_agent", "scenario.agents=2"), "needs scenario=multi_agent"),
+        (
+            ("scenario=multi_agent", "scenario.mode=chimera_hetero", "+scenario.per_agent={agent_5:{ctx:1024}}"),
+            "names agents that do not exist",
+        ),
+        (("scenario=multi_agent", "+scenario.per_agent={agent_1:{ctx:1024}}"), "apply to scenario.mode=chimera_hetero"),
+        (("scenario=multi_agent", "scenario.mode=hetero"), "<scenario.mode=hetero> must be one of"),
+    ],
+)
+def test_bad_multi_agent_configs_are_refused(compose_cfg: Compose, overrides: tuple[str, ...], needle: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        to_settings(compose_cfg(*overrides))
+    assert needle in str(caught.value)

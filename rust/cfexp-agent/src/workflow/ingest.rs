@@ -58,8 +58,6 @@ impl FileType {
 
 /// Most CSV files the summary lists under "Key metrics".
 const MAX_METRIC_FILES: usize = 8;
-/// Paths listed as "First files".
-const FIRST_FILES: usize = 5;
 /// Paths listed as "Latest files".
 const LATEST_FILES: usize = 3;
 
@@ -148,7 +146,6 @@ pub fn summary(corpus: &Corpus) -> String {
             list.join(", ")
         }
     };
-    let first = or_none(paths.iter().take(FIRST_FILES).copied().collect());
     let latest = or_none(paths.iter().rev().take(LATEST_FILES).copied().collect());
     let fbt = &corpus.files_by_type;
     let mut lines = vec![
@@ -160,7 +157,6 @@ pub fn summary(corpus: &Corpus) -> String {
             fbt.md,
             corpus.bytes
         ),
-        format!("First files: {first}"),
         format!("Latest files: {latest}"),
         "Key metrics:".to_owned(),
     ];
@@ -197,8 +193,8 @@ mod tests {
         };
         assert_eq!(
             summary(&corpus),
-            "Files analyzed: 0 (0 CSV, 0 JSON, 0 Markdown), 0 bytes.\nFirst files: (none)\n\
-             Latest files: (none)\nKey metrics:\n- (no CSV files)"
+            "Files analyzed: 0 (0 CSV, 0 JSON, 0 Markdown), 0 bytes.\nLatest files: (none)\n\
+             Key metrics:\n- (no CSV files)"
         );
     }
 
@@ -216,7 +212,6 @@ mod tests {
         assert_eq!(
             summary(&corpus),
             "Files analyzed: 3 (1 CSV, 1 JSON, 1 Markdown), 14 bytes.\n\
-             First files: 2025-01-01_a.csv, 2025-01-02_b.JSON, sub/2025-01-03_c.md\n\
              Latest files: sub/2025-01-03_c.md, 2025-01-02_b.JSON, 2025-01-01_a.csv\n\
              Key metrics:\n\
              - 2025-01-01_a.csv: x,y = 1,2"

@@ -1,10 +1,11 @@
 //! Parsing the analysis text into findings and recommendations
 //! (docs/agent-workflow.md, "Parsing the analysis").
 
-/// Most items kept per list.
-pub const MAX_ITEMS: usize = 5;
-/// Most characters kept per item.
-pub const MAX_ITEM_CHARS: usize = 200;
+/// Most items kept per list (small on purpose: the report prompt must fit
+/// a 512-token context; docs/agent-workflow.md, "Prompt size").
+pub const MAX_ITEMS: usize = 3;
+/// Most characters (code points) kept per item.
+pub const MAX_ITEM_CHARS: usize = 120;
 
 /// What the analysis call produced for the report call.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -109,10 +110,10 @@ mod tests {
 
     #[test]
     fn finds_bullets_under_headings() {
-        let text = "# Executive Summary\n- ignored\n## Key Findings\n- **Latency** is high\n* two\n1. three\n2) four\n\
+        let text = "# Executive Summary\n- ignored\n## Key Findings\n- **Latency** is high\n* two\n12) three\n1. fourth, over the limit\n\
                     **Recommendations**\n• use a cache\n  3. tune ctx  \n### Other\n- ignored too\n";
         let a = parse_analysis(text);
-        assert_eq!(a.findings, ["**Latency** is high", "two", "three", "four"]);
+        assert_eq!(a.findings, ["**Latency** is high", "two", "three"]);
         assert_eq!(a.recommendations, ["use a cache", "tune ctx"]);
     }
 

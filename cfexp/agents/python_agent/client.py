@@ -1,0 +1,253 @@
+"""One streamed chat call over HTTP, measured, turned into a call record.
+
+:func:`stream_call` is the only call loop, for both APIs: what differs per API
+(path, request body, stream parser) is looked up in :data:`WIRE_APIS`. Every
+failure becomes a record with an ``error_kind``; nothing raises out of it.
+
+Clock readings (``time.monotonic_ns``, i.e. CLOCK_MONOTONIC) are taken exactly
+where docs/record-schema.md says: ``t_send_ns`` after the request is built and
+just before it is handed to the connection, each content chunk's time when the
+network read that completed it returned, ``t_end_ns`` after the response closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from time import monotonic_ns
+from typing import Any
+
+import httpx
+
+from cfexp.agents.python_agent.stream import StreamSummary, new_parser
+from cfexp.agents.records import SERVER_COUNTERS, AgentSpec, CallRecord, ErrorKind
+
+log = logging.getLogger(__name__)
+
+# Error bodies are quoted in the record up to this many characters (the contract).
+_ERROR_BODY_CHARS = 500
+# ...and read up to this many bytes, so a huge error page cannot stall the call.
+_ERROR_BODY_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class CallRequest:
+    """Everything one call needs; built by the workflow."""
+
+    run_id: str
+    agent: AgentSpec
+    call_index: int
+    step: str
+    messages: list[dict[str, str]]
+    num_predict: int
+    timeout_s: float
+
+
+# ------------------------------------------------------------- request bodies
+
+
+def ollama_body(call: CallRequest) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(request body, model options as sent) for ``POST /api/chat``."""
+    # num_predict is a budget, not a tuning option: sent even for the baseline.
+    options = {**(call.agent.options or {}), "num_predict": call.num_predict}
+    body = {
+        "model": call.agent.model,
+        "messages": call.messages,
+        "stream": True,
+        "options": options,
+    }
+    return body, options
+
+
+# OpenAI-compatible servers take these sampling fields at the top level;
+# num_gpu/num_ctx are launch parameters there and are not sent.
+_OPENAI_OPTIONS = ("temperature", "top_p", "seed", "top_k", "repeat_penalty")
+
+
+def openai_body(call: CallRequest) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(request body, model options as sent) for ``POST /v1/chat/completions``."""
+    given = call.agent.options or {}
+    options: dict[str, Any] = {"max_tokens": call.num_predict}
+    options.update((key, given[key]) for key in _OPENAI_OPTIONS if key in given)
+    body = {
+        "model": call.agent.model,
+        "messages": call.messages,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        **options,
+    }
+    return body, options
+
+
+@dataclass(frozen=True)
+class WireApi:
+    """What differs between the two APIs; the call loop itself does not."""
+
+    path: str
+    build_body: Callable[[CallRequest], tuple[dict[str, Any], dict[str, Any]]]
+    accept: str
+
+
+WIRE_APIS: dict[str, WireApi] = {
+    "ollama": WireApi("/api/chat", ollama_body, "application/x-ndjson"),
+    "openai": WireApi("/v1/chat/completions", openai_body, "text/event-stream"),
+}
+
+
+def request_headers(agent: AgentSpec) -> dict[str, str]:
+    headers = {
+        "Accept": WIRE_APIS[agent.api].accept,
+        # Uncompressed, so a chunk's arrival is a network read, not a decoder's
+        # flush (aiter_bytes still decodes, should a server compress anyway).
+        "Accept-Encoding": "identity",
+    }
+    if agent.api == "openai" and agent.api_key:
+        headers["Authorization"] = f"Bearer {agent.api_key}"
+    return headers
+
+
+def new_client(agents: tuple[AgentSpec, ...], timeout_s: float) -> httpx.AsyncClient:
+    """One pooled client for all agents of the process."""
+    verify: bool | ssl.SSLContext = True
+    if not any(a.base_url.startswith("https://") for a in agents):
+        # Loading the CA bundle costs tens of ms before `ready`; plain http needs none.
+        verify = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    return httpx.AsyncClient(
+        # Backstop only: asyncio.timeout in stream_call bounds the whole call.
+        timeout=httpx.Timeout(timeout_s),
+        # The harness's proxy/.netrc settings must not reroute loopback benchmarks.
+        trust_env=False,
+        verify=verify,
+        limits=httpx.Limits(max_connections=None, max_keepalive_connections=None),
+    )
+
+
+async def warm_up() -> None:
+    """Load, before ``ready``, what httpx would load lazily at its first connection.
+
+    httpcore's network backend runs on anyio, and anyio imports its event-loop
+    backend (and ~30 modules) the first time it is used: 50–150 ms that would
+    otherwise fall between ``t_send_ns`` and the first request reaching the
+    server, inflating the first call's TTFT. One anyio checkpoint in the
+    running loop does that loading now, without touching the network.
+    """
+    import anyio.lowlevel
+
+    await anyio.lowlevel.checkpoint()
+
+
+# ------------------------------------------------------------------ the call
+
+
+async def stream_call(client: httpx.AsyncClient, call: CallRequest) -> CallRecord:
+    """Send one streamed chat request and measure it; never raises for a failed call."""
+    agent = call.agent
+    wire = WIRE_APIS[agent.api]
+    body, options_sent = wire.build_body(call)
+    request = client.build_request(
+        "POST", agent.base_url + wire.path, json=body, headers=request_headers(agent)
+    )
+    record = CallRecord(
+        run_id=call.run_id,
+        agent=agent.name,
+        call_index=call.call_index,
+        step=call.step,
+        api=agent.api,
+        base_url=agent.base_url,
+        instance=agent.instance,
+        model=agent.model,
+        options=options_sent,
+        prompt_chars=sum(len(m["content"]) for m in call.messages),
+        t_send_ns=0,
+    )
+    summary = StreamSummary()
+    response: httpx.Response | None = None
+    kind: ErrorKind | None = None
+    error: str | None = None
+    record.t_send_ns = monotonic_ns()
+    try:
+        async with asyncio.timeout(call.timeout_s):
+            response = await client.send(request, stream=True)
+            try:
+                record.http_status = response.status_code
+                if response.is_success:
+                    await _read_stream(response, agent.api, record, summary)
+                    _, kind, error = summary.outcome()
+                else:
+                    kind = ErrorKind.HTTP_STATUS
+                    error = await _read_error_body(response, record)
+            finally:
+                await response.aclose()
+    except (TimeoutError, httpx.TimeoutException):
+        kind, error = ErrorKind.TIMEOUT, f"no complete response within {call.timeout_s} s"
+    except httpx.ConnectError as exc:
+        kind, error = ErrorKind.CONNECT, f"cannot connect to {agent.base_url}: {exc}"
+    except httpx.HTTPError as exc:
+        # Before a status line: the connection failed; after it: the body was cut.
+        kind = ErrorKind.CONNECT if response is None else ErrorKind.INCOMPLETE_STREAM
+        error = f"{type(exc).__name__}: {exc}"
+    record.t_end_ns = monotonic_ns()
+    _fill_stream_fields(record, summary)
+    record.success = kind is None
+    record.error_kind, record.error = kind, error
+    if kind is not None:
+        log.warning(
+            "call failed <agent=%s step=%s error_kind=%s>: %s",
+            agent.name, call.step, kind.value, error,
+        )  # fmt: skip
+    return record
+
+
+async def _read_stream(
+    response: httpx.Response, api: str, record: CallRecord, summary: StreamSummary
+) -> None:
+    parser = new_parser(api)
+    now = record.t_send_ns
+    async for data in response.aiter_bytes():
+        now = monotonic_ns()
+        if not data:
+            continue
+        if record.t_first_byte_ns is None:
+            record.t_first_byte_ns = now
+        for event in parser.feed(data):
+            summary.add(event, now)
+        if parser.stopped:
+            # Final message or failure seen: nothing after it matters. Closing
+            # an unfinished body drops the connection: every call connects
+            # afresh (as the Rust agent does), so no call inherits another's.
+            break
+    # A last line without newline arrived with the last chunk: same time.
+    for event in parser.finish():
+        summary.add(event, now)
+
+
+async def _read_error_body(response: httpx.Response, record: CallRecord) -> str:
+    body = b""
+    async for data in response.aiter_bytes():
+        if data and record.t_first_byte_ns is None:
+            record.t_first_byte_ns = monotonic_ns()
+        body += data
+        if len(body) >= _ERROR_BODY_BYTES:
+            break
+    text = body.decode("utf-8", errors="replace")[:_ERROR_BODY_CHARS]
+    return text or f"HTTP {response.status_code} with an empty body"
+
+
+def _fill_stream_fields(record: CallRecord, summary: StreamSummary) -> None:
+    record.chunk_times_ns = summary.chunk_times_ns
+    record.content_chunks = len(summary.chunk_times_ns)
+    if summary.chunk_times_ns:
+        record.t_first_token_ns = summary.chunk_times_ns[0]
+        record.t_last_token_ns = summary.chunk_times_ns[-1]
+    record.text = summary.text
+    counters = summary.counters
+    output_tokens = counters.get("output_tokens")
+    record.output_tokens = output_tokens if isinstance(output_tokens, int) else None
+    finish_reason = counters.get("finish_reason")
+    record.finish_reason = finish_reason if isinstance(finish_reason, str) else None
+    for name in SERVER_COUNTERS:
+        value = counters.get(name)
+        setattr(record, name, value if isinstance(value, int) else None)

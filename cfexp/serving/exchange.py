@@ -1,0 +1,214 @@
+"""One generation request, from its body to its ground-truth line.
+
+Order of events: parse (400 on a bad body) → fault plan (an injected status
+stops here) → ``engine.prepare`` (404 unknown model, 400 prompt too long) →
+FIFO queue → ``engine.generate`` on the admitted slot → frames written as the
+tokens come → final frame. Headers go out with the first frame, so an error
+found after admission (e.g. a failed reload) still gets a proper status. Once
+a stream has started, an error becomes the API's in-stream error object.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from cfexp.serving.admission import AdmissionQueue
+from cfexp.serving.engines.base import Engine, EngineError, GenerationEvent, GenerationStats
+from cfexp.serving.faults import FaultInjector, FaultPlan
+from cfexp.serving.ground_truth import GroundTruthLog, GroundTruthRecord
+from cfexp.serving.request import GenerationRequest, RequestError, parse_json_body
+from cfexp.serving.response import ClientGone, ResponseWriter
+
+logger = logging.getLogger(__name__)
+
+
+class Framer(Protocol):
+    """An API's framing of one generation (see ollama_api / openai_api)."""
+
+    content_type: str
+
+    def piece(self, text: str) -> bytes: ...
+
+    def final(self, stats: GenerationStats, t_now_ns: int) -> bytes: ...
+
+    def whole(self, text: str, stats: GenerationStats, t_now_ns: int) -> dict[str, Any]: ...
+
+    def error(self, message: str) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class GenerationEndpoint:
+    """How one API path parses requests and frames replies."""
+
+    path: str
+    parse: Callable[[dict[str, Any], str], GenerationRequest]
+    framer: Callable[[GenerationRequest, int], Framer]
+    error_body: Callable[[RequestError], dict[str, Any]]
+
+
+@dataclass
+class Services:
+    """What every exchange shares: the engine, the queue, faults, ground truth."""
+
+    engine: Engine
+    queue: AdmissionQueue
+    faults: FaultInjector
+    ground_truth: GroundTruthLog | None
+    # Set at shutdown: running generations stop at their next token.
+    stopping: threading.Event
+
+
+class _Dropped(Exception):
+    """The connection was cut on purpose (drop_after_tokens)."""
+
+
+class GenerationExchange:
+    def __init__(
+        self,
+        endpoint: GenerationEndpoint,
+        services: Services,
+        writer: ResponseWriter,
+        t_received_ns: int,
+    ) -> None:
+        self.endpoint = endpoint
+        self.services = services
+        self.writer = writer
+        self.record = GroundTruthRecord(
+            request_id=writer.request_id, endpoint=endpoint.path, t_received_ns=t_received_ns
+        )
+        self.framer: Framer | None = None
+
+    def run(self, body: bytes) -> None:
+        record = self.record
+        try:
+            request = self.endpoint.parse(parse_json_body(body), self.writer.request_id)
+            record.model, record.stream = request.model, request.stream
+            plan = self.services.faults.plan()
+            if plan.fail_status is not None:
+                record.outcome = "fault_status"
+                message = f"injected fault: HTTP {plan.fail_status} (faults.fail_status)"
+                self.writer.send_json(
+                    plan.fail_status,
+                    self.endpoint.error_body(RequestError(plan.fail_status, message, "server_error")),
+                )
+                return
+            prepared = self.services.engine.prepare(request)
+            self.framer = self.endpoint.framer(request, record.t_received_ns)
+            with self.services.queue.admit() as admission:
+                record.t_queued_ns, record.t_admitted_ns = admission.t_queued_ns, admission.t_admitted_ns
+                record.slot = admission.slot
+                if self.writer.client_closed():
+                    raise ClientGone("the client closed the connection while queued")
+                self._check_running()  # the engine may be closing
+                events = self.services.engine.generate(prepared, admission.slot)
+                try:
+                    if request.stream:
+                        self._stream(events, plan)
+                    else:
+                        self._whole(events, plan)
+                finally:
+                    events.close()  # frees the engine's slot state if we stopped early
+        except RequestError as error:
+            self._fail(error.status, error.message, error)
+        except EngineError as error:
+            level = logging.INFO if self.services.stopping.is_set() else logging.ERROR
+            logger.log(level, "request %s failed in the engine: %s", self.writer.request_id, error)
+            self._fail(500, str(error), None)
+        except ClientGone:
+            record.outcome = "client_gone"
+            logger.info("request %s: the client went away", self.writer.request_id)
+        except _Dropped:
+            record.outcome = "fault_drop"
+        except Exception as error:  # never a traceback to the client or a dead thread
+            logger.exception("request %s failed", self.writer.request_id)
+            self._fail(500, f"internal server error: {type(error).__name__}", None)
+        finally:
+            record.http_status = self.writer.status
+            record.t_done_ns = time.monotonic_ns()
+            if self.services.ground_truth is not None:
+                self.services.ground_truth.write(record)
+
+    def _fail(self, status: int, message: str, error: RequestError | None) -> None:
+        self.record.outcome = "error"
+        self.record.error = message
+        try:
+            if not self.writer.headers_sent:
+                error = error or RequestError(status, message, "server_error")
+                self.writer.send_json(status, self.endpoint.error_body(error))
+            elif self.framer is not None:
+                self.writer.write_chunk(self.framer.error(message))
+                self.writer.end_stream()
+        except ClientGone:
+            self.record.outcome = "client_gone"
+
+    def _check_running(self) -> None:
+        if self.services.stopping.is_set():
+            raise EngineError("the server is shutting down")
+
+    def _sent_chunk(self) -> None:
+        now = time.monotonic_ns()
+        if self.record.t_first_chunk_sent_ns is None:
+            self.record.t_first_chunk_sent_ns = now
+        self.record.chunk_sent_ns.append(now)
+
+    def _drop(self) -> None:
+        self.writer.abort()
+        raise _Dropped()
+
+    def _finish(self, stats: GenerationStats | None) -> GenerationStats:
+        if stats is None:
+            raise EngineError("the engine ended without its counters")
+        self.record.prompt_eval_count = stats.prompt_eval_count
+        self.record.eval_count = stats.eval_count
+        return stats
+
+    def _stream(self, events: Iterator[GenerationEvent], plan: FaultPlan) -> None:
+        assert self.framer is not None
+        drop_after = plan.drop_after_tokens
+        if drop_after == 0:
+            self._drop()
+        stats: GenerationStats | None = None
+        sent = 0
+        for event in events:
+            self._check_running()
+            if isinstance(event, GenerationStats):
+                stats = event
+                continue
+            if not event.text:
+                continue
+            if not self.writer.headers_sent:
+                self.writer.start_stream(self.framer.content_type)
+            self.writer.write_chunk(self.framer.piece(event.text))
+            self._sent_chunk()
+            sent += 1
+            if drop_after is not None and sent >= drop_after:
+                self._drop()
+        stats = self._finish(stats)
+        if not self.writer.headers_sent:
+            self.writer.start_stream(self.framer.content_type)
+        self.writer.write_chunk(self.framer.final(stats, time.monotonic_ns()))
+        self.writer.end_stream()
+
+    def _whole(self, events: Iterator[GenerationEvent], plan: FaultPlan) -> None:
+        assert self.framer is not None
+        drop_after = plan.drop_after_tokens
+        texts: list[str] = []
+        stats: GenerationStats | None = None
+        for event in events:
+            self._check_running()
+            if isinstance(event, GenerationStats):
+                stats = event
+            elif event.text:
+                texts.append(event.text)
+            if drop_after is not None and len(texts) >= drop_after:
+                self._drop()
+        stats = self._finish(stats)
+        text = "".join(texts)
+        self.writer.send_json(200, self.framer.whole(text, stats, time.monotonic_ns()))
+        if text:
+            self._sent_chunk()

@@ -1,0 +1,71 @@
+"""The server's own timeline of every generation request (``--ground-truth``).
+
+One JSON line per generation request, appended when the request ends, so the
+harness can check what the agents measured against what the server did. Times
+are ``time.monotonic_ns()`` readings: CLOCK_MONOTONIC is one system-wide clock
+on Linux, so they compare directly with the agents' ``t_*_ns`` fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Literal
+
+# ok: reply complete; client_gone: the client closed the connection first;
+# fault_status / fault_drop: an injected fault; error: a 4xx/5xx reply or an
+# engine failure.
+Outcome = Literal["ok", "client_gone", "fault_status", "fault_drop", "error"]
+
+
+@dataclass
+class GroundTruthRecord:
+    request_id: str
+    endpoint: str
+    # Request line and headers read (before the body).
+    t_received_ns: int
+    model: str | None = None
+    stream: bool | None = None
+    # Entered the FIFO queue; left it (a slot was free and it was its turn).
+    t_queued_ns: int | None = None
+    t_admitted_ns: int | None = None
+    slot: int | None = None
+    # First content-bearing chunk written to the socket.
+    t_first_chunk_sent_ns: int | None = None
+    # One per content-bearing chunk, read right after the chunk's bytes were
+    # handed to the kernel (the socket is unbuffered, with TCP_NODELAY).
+    chunk_sent_ns: list[int] = field(default_factory=list)
+    # The last byte of the reply written (or the failure handled).
+    t_done_ns: int | None = None
+    prompt_eval_count: int | None = None
+    eval_count: int | None = None
+    http_status: int | None = None
+    outcome: Outcome = "ok"
+    error: str | None = None
+
+
+class GroundTruthLog:
+    """Appends records as JSON lines; safe to call from many threads."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._file: IO[str] | None = path.open("a", encoding="utf-8")
+
+    def write(self, record: GroundTruthRecord) -> None:
+        line = json.dumps(dataclasses.asdict(record), separators=(",", ":")) + "\n"
+        with self._lock:
+            if self._file is not None:
+                self._file.write(line)
+                # Flushed per line: a killed server keeps everything written so far.
+                self._file.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None

@@ -1,0 +1,194 @@
+"""The measured HTTP call: request bodies (shared fixtures) and failures as records.
+
+The network is replaced by ``httpx.MockTransport``; the end-to-end tests in
+test_agent_process.py use a real loopback server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from cfexp.agents.python_agent.client import (
+    WIRE_APIS,
+    CallRequest,
+    request_headers,
+    stream_call,
+)
+from cfexp.agents.records import AgentSpec, CallRecord, ErrorKind
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "workflow"
+REQUESTS = json.loads((FIXTURES / "request_cases.json").read_text(encoding="utf-8"))
+
+
+def _call(api: str = "ollama", timeout_s: float = 5.0, **agent: Any) -> CallRequest:
+    spec = AgentSpec(
+        name="agent_0",
+        persona="default",
+        base_url="http://llm.test",
+        api=api,
+        model=agent.pop("model", "m"),
+        options=agent.pop("options", None),
+        instance=0,
+        api_key=agent.pop("api_key", None),
+    )
+    return CallRequest(
+        run_id="run-1",
+        agent=spec,
+        call_index=agent.pop("call_index", 0),
+        step="analysis",
+        messages=agent.pop("messages", [{"role": "user", "content": "héllo"}]),
+        num_predict=agent.pop("num_predict", 16),
+        timeout_s=timeout_s,
+    )
+
+
+@pytest.mark.parametrize("case", REQUESTS, ids=[c["description"][:40] for c in REQUESTS])
+def test_request_body(case: dict[str, Any]) -> None:
+    call = _call(
+        case["api"],
+        model=case["model"],
+        options=case["options"],
+        api_key=case["api_key"],
+        messages=case["messages"],
+        num_predict=case["num_predict"],
+    )
+    wire = WIRE_APIS[case["api"]]
+    body, options = wire.build_body(call)
+    assert wire.path == case["expected_path"]
+    assert body == case["expected_body"]
+    assert options == case["expected_options_recorded"]
+    assert request_headers(call.agent).get("Authorization") == case["expected_authorization"]
+
+
+Handler = Callable[[httpx.Request], Any]
+
+
+def run_call(handler: Handler, call: CallRequest) -> CallRecord:
+    async def go() -> CallRecord:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+            return await stream_call(client, call)
+
+    return asyncio.run(go())
+
+
+def ndjson(*pieces: str, final: bool = True) -> list[bytes]:
+    lines = [json.dumps({"message": {"content": p}, "done": False}) + "\n" for p in pieces]
+    if final:
+        lines.append(
+            json.dumps({"message": {"content": ""}, "done": True, "eval_count": len(pieces)}) + "\n"
+        )
+    return [line.encode() for line in lines]
+
+
+def streaming(chunks: list[bytes], delay_s: float = 0.0, then: Exception | None = None) -> Handler:
+    async def body() -> AsyncIterator[bytes]:
+        for chunk in chunks:
+            await asyncio.sleep(delay_s)
+            yield chunk
+        if then is not None:
+            raise then
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body())
+
+    return handler
+
+
+def assert_clock_order(record: CallRecord) -> None:
+    """Monotonic readings in contract order; first/last token = first/last chunk time."""
+    times = [
+        record.t_send_ns,
+        record.t_first_byte_ns,
+        record.t_first_token_ns,
+        record.t_last_token_ns,
+    ]
+    present = [t for t in times if t is not None] + [record.t_end_ns]
+    assert present == sorted(present)
+    assert record.chunk_times_ns == sorted(record.chunk_times_ns)
+    assert record.content_chunks == len(record.chunk_times_ns)
+    if record.chunk_times_ns:
+        assert record.t_first_token_ns == record.chunk_times_ns[0]
+        assert record.t_last_token_ns == record.chunk_times_ns[-1]
+
+
+def test_successful_call() -> None:
+    record = run_call(streaming(ndjson("a", "b", "c"), delay_s=0.01), _call())
+    assert record.success and record.error_kind is None
+    assert (record.text, record.content_chunks, record.output_tokens) == ("abc", 3, 3)
+    assert record.http_status == 200
+    assert record.prompt_chars == len("héllo")
+    assert record.options == {"num_predict": 16}
+    first, last = record.t_first_token_ns, record.t_last_token_ns
+    assert first is not None and last is not None
+    assert last - first >= 15_000_000  # two 10 ms gaps
+    assert_clock_order(record)
+
+
+def test_http_error_status_keeps_the_body() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(500, text="x" * 600)
+
+    record = run_call(handler, _call())
+    assert (record.success, record.error_kind, record.http_status) == (
+        False,
+        ErrorKind.HTTP_STATUS,
+        500,
+    )
+    assert record.error == "x" * 500
+    assert record.t_first_byte_ns is not None
+    assert_clock_order(record)
+
+
+def test_connect_error() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    record = run_call(handler, _call())
+    assert (record.error_kind, record.http_status, record.text) == (ErrorKind.CONNECT, None, "")
+    assert_clock_order(record)
+
+
+def test_connection_lost_mid_stream_is_incomplete() -> None:
+    lost = httpx.ReadError("connection reset")
+    record = run_call(streaming(ndjson("a", "b", final=False), then=lost), _call())
+    assert (record.error_kind, record.text, record.content_chunks) == (
+        ErrorKind.INCOMPLETE_STREAM, "ab", 2
+    )  # fmt: skip
+    assert_clock_order(record)
+
+
+def test_timeout_covers_the_whole_stream() -> None:
+    record = run_call(streaming(ndjson("a", "b", "c"), delay_s=0.2), _call(timeout_s=0.3))
+    assert record.error_kind == ErrorKind.TIMEOUT
+    assert record.text == "a"  # partial text is kept
+    assert 0.3e9 <= record.t_end_ns - record.t_send_ns < 2e9
+    assert_clock_order(record)
+
+
+def test_stream_failures_come_from_the_parser() -> None:
+    record = run_call(streaming([b'{"error": "boom"}\n']), _call())
+    assert (record.error_kind, record.error) == (ErrorKind.STREAM_ERROR, "boom")
+
+
+def test_openai_stream_with_usage() -> None:
+    events = [
+        {"choices": [{"delta": {"content": "Hi"}, "finish_reason": None}]},
+        {"choices": [{"delta": {}, "finish_reason": "stop"}]},
+        {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 1}},
+    ]
+    body = [f"data: {json.dumps(e)}\n\n".encode() for e in events] + [b"data: [DONE]\n\n"]
+    record = run_call(streaming(body), _call("openai", api_key="sk-secret"))
+    assert record.success
+    assert (record.output_tokens, record.server_prompt_tokens, record.finish_reason) == (
+        1,
+        5,
+        "stop",
+    )
+    assert "sk-secret" not in json.dumps(record.to_dict())

@@ -1,0 +1,84 @@
+"""The Python agent's measurements against the simulator's ground truth.
+
+The simulator logs when it received each request and when it handed each
+content chunk to the kernel, on the same CLOCK_MONOTONIC the agent reads. So
+causality bounds every client reading: the client cannot see a chunk before
+the server sent it (exact), and sees it soon after. The upper tolerance, 200 ms
+of delivery and parsing delay per reading, is generous for a 2-core machine
+under full load (5–45 ms seen here at load average 6) and still well below the
+~800 ms prefill the simulator is set to, so a client TTFT that ignored the
+prefill, or counted something else, cannot pass.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from omegaconf import DictConfig
+
+from cfexp.agents.records import read_records
+from cfexp.agents.runner import python_agent_command, run_agent
+from cfexp.app.agent_spec import build_spec, instance_launch_options
+from cfexp.config.validate import to_settings
+from cfexp.metrics.calls import derive_call
+from cfexp.servers.base import ServerInstance
+from cfexp.servers.pool import ServerPool, launch_specs
+
+TOLERANCE_NS = 200_000_000
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def sim(compose_cfg: Callable[..., DictConfig], tmp_path: Path) -> Iterator[tuple[object, ServerInstance]]:
+    cfg = to_settings(
+        compose_cfg(
+            "backend=sim",
+            "scenario=single_agent",
+            "num_predict=20",
+            "backend.settings.jitter_cv=0",
+            "backend.settings.time_scale=1.0",
+            # ~200 prompt tokens at 250 tok/s = 800 ms prefill; 200 tok/s decode = 5 ms per token.
+            "+backend.settings.prefill_gpu_tok_s=250",
+            "+backend.settings.decode_gpu_tok_s=200",
+            "+backend.settings.load_base_s=0",
+            "+backend.settings.load_s_per_1k_ctx=0",
+        )
+    )
+    pool = ServerPool()
+    (instance,) = pool.acquire(cfg, tmp_path / "servers", launch_specs(cfg, instance_launch_options(cfg)))
+    yield cfg, instance
+    pool.close()
+
+
+def test_ttft_and_token_counts_match_the_servers_ground_truth(
+    sim: tuple[object, ServerInstance], tmp_path: Path
+) -> None:
+    cfg, instance = sim
+    spec = build_spec(cfg, [instance], run_id="measure")  # type: ignore[arg-type]
+    result = run_agent(python_agent_command("asyncio"), spec, tmp_path / "job", timeout_s=120)
+    assert result.exit_code == 0, result.stderr_tail()
+    calls = [r for r in read_records(result.records_path).records if r["kind"] == "call"]
+    assert instance.ground_truth_path is not None
+    truth = [json.loads(line) for line in instance.ground_truth_path.read_text().splitlines()]
+    assert len(calls) == len(truth) == 2  # analysis, report: one request each, in order
+
+    for call, served in zip(calls, truth):
+        assert call["success"], call["error"]
+        # Token counts: the server's, never the number of chunks.
+        assert call["output_tokens"] == served["eval_count"] == 20
+        assert call["server_prompt_eval_count"] == served["prompt_eval_count"]
+        assert call["content_chunks"] == len(served["chunk_sent_ns"])
+        # Causality, both ends of every reading.
+        assert call["t_send_ns"] <= served["t_received_ns"] <= call["t_send_ns"] + TOLERANCE_NS
+        for seen, sent in zip(call["chunk_times_ns"], served["chunk_sent_ns"]):
+            assert sent <= seen <= sent + TOLERANCE_NS
+        # TTFT as the client measured it vs as the server lived it.
+        derived = derive_call(call)
+        server_ttft_ms = (served["t_first_chunk_sent_ns"] - served["t_received_ns"]) / 1e6
+        assert derived["ttft_ms"] is not None
+        assert server_ttft_ms >= 600  # the simulated prefill really happened
+        assert 0 <= derived["ttft_ms"] - server_ttft_ms <= 2 * TOLERANCE_NS / 1e6
+        assert derived["ttft_ms"] < 2 * server_ttft_ms

@@ -1,0 +1,1 @@
+"""Tests of cfexp.serving (the server process)."""
