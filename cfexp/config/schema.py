@@ -63,8 +63,9 @@ class BackendConfig:
     start_if_absent: bool = True
     # Interface managed servers bind to (loopback only by design).
     host: str = "127.0.0.1"
-    # CPU threads per managed instance (llamacpp); split them on a 2-core machine.
-    threads: int = 2
+    # CPU threads per managed instance (llamacpp); 0 = auto: the machine's cores
+    # split evenly between the instances, so they do not oversubscribe.
+    threads: int = 0
     # Requests served in parallel per instance (like OLLAMA_NUM_PARALLEL); more wait FIFO.
     slots: int = 1
     # Engine settings passed verbatim to the serving process (see docs/serving.md).

@@ -67,7 +67,7 @@ _RULES = (
     ),
     _Rule("backend.name", _one_of(BACKENDS), f"one of {', '.join(BACKENDS)}"),
     _Rule("backend.api", _one_of(APIS), f"one of {', '.join(APIS)}"),
-    _Rule("backend.threads", _at_least(1), "a whole number >= 1"),
+    _Rule("backend.threads", _at_least(0), "a whole number >= 0 (0 = auto)"),
     _Rule("backend.slots", _at_least(1), "a whole number >= 1"),
     _Rule("scenario.name", _one_of(SCENARIOS), f"one of {', '.join(SCENARIOS)}"),
     _Rule("scenario.agents", _at_least(1), "a whole number >= 1"),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 from cfexp.config.schema import CfexpConfig
@@ -46,7 +47,7 @@ def launch_spec(cfg: CfexpConfig, gpu_layers: int, ctx: int) -> LaunchSpec:
         n_layers=cfg.model.n_layers,
         gpu_layers=gpu_layers,
         ctx=ctx,
-        threads=backend.threads,
+        threads=backend.threads or max(1, (os.cpu_count() or 1) // cfg.topology.instances),
         slots=backend.slots,
         settings_json=json.dumps(backend.settings, sort_keys=True),
         start_if_absent=backend.start_if_absent and cfg.topology.lifecycle != "external",

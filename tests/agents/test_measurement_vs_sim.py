@@ -6,7 +6,7 @@ causality bounds every client reading: the client cannot see a chunk before
 the server sent it (exact), and sees it soon after. The upper tolerance, 200 ms
 of delivery and parsing delay per reading, is generous for a 2-core machine
 under full load (5–45 ms seen here at load average 6) and still well below the
-~800 ms prefill the simulator is set to, so a client TTFT that ignored the
+~0.9–1.7 s prefill the simulator is set to, so a client TTFT that ignored the
 prefill, or counted something else, cannot pass.
 """
 
@@ -40,8 +40,9 @@ def sim(compose_cfg: Callable[..., DictConfig], tmp_path: Path) -> Iterator[tupl
             "num_predict=20",
             "backend.settings.jitter_cv=0",
             "backend.settings.time_scale=1.0",
-            # ~200 prompt tokens at 250 tok/s = 800 ms prefill; 200 tok/s decode = 5 ms per token.
-            "+backend.settings.prefill_gpu_tok_s=250",
+            # ~170 (analysis) and ~90 (report) prompt tokens at 100 tok/s = 1.7 s and 0.9 s
+            # prefill; 200 tok/s decode = 5 ms per token.
+            "+backend.settings.prefill_gpu_tok_s=100",
             "+backend.settings.decode_gpu_tok_s=200",
             "+backend.settings.load_base_s=0",
             "+backend.settings.load_s_per_1k_ctx=0",

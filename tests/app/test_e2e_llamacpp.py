@@ -30,3 +30,28 @@ def test_the_default_experiment_runs_on_the_real_model(tmp_path: Path) -> None:
     texts = client_for(tmp_path).list_artifacts(run.info.run_id, "texts")
     assert len(texts) == 2 and all(t.file_size > 0 for t in texts)
     assert leftover_processes(tmp_path) == []
+
+
+def test_single_and_dual_on_the_real_model_record_consistent_efficiencies(tmp_path: Path) -> None:
+    """Two agents on one llama.cpp instance, then on two (1 thread each).
+
+    On 2 cores nothing guarantees which is faster, so only what physics and
+    arithmetic guarantee is asserted: every agent produced output in both
+    phases, and speedup × wall == Σ solo.
+    """
+    done = run_cfexp(
+        tmp_path, "-m", "scenario=multi_agent", "topology=single,dual", "num_predict=12", timeout=900
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    children = [r for r in runs_of(tmp_path) if r.data.tags.get("mlflow.parentRunId")]
+    assert sorted(r.data.params["topology.name"] for r in children) == ["dual", "single"]
+    for run in children:
+        metrics = run.data.metrics
+        assert run.info.status == "FINISHED" and run.data.tags["provenance"] == "measured"
+        assert metrics["calls_failed"] == 0 and metrics["calls_total"] == 4
+        for agent in ("agent_0", "agent_1"):
+            assert metrics[f"{agent}_solo_ms"] > 0 and metrics[f"{agent}_concurrent_ms"] > 0
+        assert metrics["output_tokens_total"] > 0
+        assert metrics["speedup"] * metrics["concurrent_wall_ms"] == pytest.approx(metrics["solo_sum_ms"], rel=1e-9)
+        assert 0 < metrics["parallel_efficiency_pct"] <= 200
+    assert leftover_processes(tmp_path) == []
