@@ -1,20 +1,43 @@
-"""Helpers every child process cfexp starts needs (servers and agents alike)."""
+"""Helpers for the child processes cfexp starts (servers and agents alike).
+
+- :func:`die_with_parent`: a child's own request to die with cfexp;
+- :func:`kill_group`: stop a child and everything it spawned;
+- :func:`launcher_path`: ``cfexp-launch`` (``launcher.c``), compiled on first
+  use, which starts a program, dies with cfexp, and measures the program's
+  exact rusage (see :mod:`cfexp.agents.runner` for why that needs C).
+"""
 
 from __future__ import annotations
 
 import ctypes
+import functools
+import hashlib
+import logging
 import os
+import shutil
 import signal
+import subprocess
+from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent() -> None:
-    """Run in the child between fork and exec: the kernel SIGTERMs it if cfexp dies."""
+def die_with_parent() -> bool:
+    """Ask the kernel to SIGTERM this process when its parent dies.
+
+    Called by a child on its own start-up (never in a fork-to-exec
+    ``preexec_fn``: loading libc there can deadlock a multi-threaded parent).
+    Returns False when the parent is already gone (adopted by init), so the
+    caller can exit at once. On systems without ``prctl`` it is a no-op, and
+    process groups plus cfexp's exit handlers still stop the child.
+    """
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:  # not glibc Linux: process groups and atexit handlers still apply
-        pass
+    except (OSError, AttributeError):
+        return True
+    return os.getppid() != 1
 
 
 def kill_group(pid: int, sig: signal.Signals = signal.SIGKILL) -> None:
@@ -23,3 +46,30 @@ def kill_group(pid: int, sig: signal.Signals = signal.SIGKILL) -> None:
         os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+LAUNCHER_SOURCE = Path(__file__).with_name("launcher.c")
+
+
+@functools.cache
+def launcher_path() -> Path | None:
+    """The compiled cfexp-launch, built on first use; None without a C compiler."""
+    source = LAUNCHER_SOURCE.read_bytes()
+    cache = Path(os.environ.get("CFEXP_CACHE_DIR") or Path.home() / ".cache" / "cfexp") / "bin"
+    binary = cache / f"cfexp-launch-{hashlib.sha256(source).hexdigest()[:12]}"
+    if binary.exists():
+        return binary
+    compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    if compiler is None:
+        log.warning("no C compiler: agents start without cfexp-launch and peak RSS is not reported")
+        return None
+    cache.mkdir(parents=True, exist_ok=True)
+    partial = binary.with_suffix(f".{os.getpid()}.tmp")
+    done = subprocess.run(
+        [compiler, "-O2", "-o", str(partial), str(LAUNCHER_SOURCE)], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        log.warning("cfexp-launch did not compile (%s); peak RSS is not reported", done.stderr.strip()[-300:])
+        return None
+    partial.replace(binary)  # atomic: concurrent jobs never run a half-written file
+    return binary

@@ -21,12 +21,9 @@ a few times a second; if it raises, the agent is stopped and the error goes up.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -35,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cfexp.childproc import die_with_parent, kill_group
+from cfexp.childproc import kill_group, launcher_path
 
 log = logging.getLogger(__name__)
 
@@ -97,33 +94,6 @@ def python_agent_command(runtime: str) -> AgentCommand:
     )
 
 
-LAUNCHER_SOURCE = Path(__file__).with_name("launcher.c")
-
-
-@functools.cache
-def launcher_path() -> Path | None:
-    """The compiled cfexp-launch, built on first use; None without a C compiler."""
-    source = LAUNCHER_SOURCE.read_bytes()
-    cache = Path(os.environ.get("CFEXP_CACHE_DIR") or Path.home() / ".cache" / "cfexp") / "bin"
-    binary = cache / f"cfexp-launch-{hashlib.sha256(source).hexdigest()[:12]}"
-    if binary.exists():
-        return binary
-    compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
-    if compiler is None:
-        log.warning("no C compiler: agents start without cfexp-launch and peak RSS is not reported")
-        return None
-    cache.mkdir(parents=True, exist_ok=True)
-    partial = binary.with_suffix(f".{os.getpid()}.tmp")
-    done = subprocess.run(
-        [compiler, "-O2", "-o", str(partial), str(LAUNCHER_SOURCE)], capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        log.warning("cfexp-launch did not compile (%s); peak RSS is not reported", done.stderr.strip()[-300:])
-        return None
-    partial.replace(binary)  # atomic: concurrent jobs never run a half-written file
-    return binary
-
-
 def run_agent(
     command: AgentCommand,
     spec: dict[str, Any],
@@ -156,7 +126,6 @@ def run_agent(
             stdout=out,
             stderr=err,
             start_new_session=True,
-            preexec_fn=die_with_parent,  # noqa: PLW1509
         )
     on_spawn(popen.pid)
     timed_out = False

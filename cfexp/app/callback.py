@@ -20,6 +20,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from cfexp.app import status
+from cfexp.redact import redact_overrides
 from cfexp.servers.pool import POOL
 from cfexp.tracking.jobs import PARENT_FILE, flatten, swept_keys, tracker_for
 
@@ -44,7 +45,7 @@ class CfexpCallback(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         tracker = tracker_for(config.tracking.uri, _mlruns_dir(config))
-        overrides = list(config.hydra.overrides.task)
+        overrides = redact_overrides(config.hydra.overrides.task)
         run_id = tracker.start_run(
             config.tracking.experiment,
             run_name=f"sweep {sweep_dir.name}: {' '.join(overrides)}",

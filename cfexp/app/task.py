@@ -23,6 +23,7 @@ from cfexp.app.measure import measure
 from cfexp.app.provenance import run_tags
 from cfexp.config.validate import to_settings
 from cfexp.errors import CfexpError, ConfigError
+from cfexp.redact import redact_overrides
 from cfexp.servers.base import ServerInstance
 from cfexp.servers.pool import POOL, launch_specs
 from cfexp.tracking.jobs import JobRun
@@ -34,7 +35,7 @@ def run_job(cfg: DictConfig) -> dict[str, float] | None:
     """Hydra task function. Returns the run's metrics (None when it failed)."""
     hydra_cfg = HydraConfig.get()
     job_dir = Path(hydra_cfg.runtime.output_dir)
-    overrides = list(hydra_cfg.overrides.task)
+    overrides = redact_overrides(hydra_cfg.overrides.task)
     try:
         settings = to_settings(cfg)
     except ConfigError as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -65,6 +66,7 @@ class CfexpServingBackend:
             json.dumps(engine_settings(launch), sort_keys=True),
             "--ground-truth",
             str(ground_truth),
+            "--die-with-parent",
         ]
         process = ManagedProcess(
             name=f"{self.engine}-server{index}",
@@ -75,6 +77,10 @@ class CfexpServingBackend:
         what = f"<backend={launch.backend} instance={index}>"
         line = process.wait_ready(timeout_s)
         if line is None:
+            try:  # its output may end a moment before its exit status exists
+                process.popen.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
             alive = process.alive()
             process.stop()
             reason = (

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from cfexp.childproc import launcher_path
 from cfexp.errors import ModelNotAvailableError, ServerStartError, ServerUnreachableError, SetupError
 from cfexp.servers.base import LaunchSpec, ServerInstance
 from cfexp.servers.process import ManagedProcess
@@ -108,9 +109,11 @@ class OllamaBackend:
         env["OLLAMA_NUM_PARALLEL"] = str(launch.slots)
         if launch.models_dir:
             env["OLLAMA_MODELS"] = launch.models_dir
-        process = ManagedProcess(
-            name=f"ollama{index}", argv=[binary, "serve"], log_path=run_dir / f"server{index}.log", env=env
-        )
+        argv = [binary, "serve"]
+        launcher = launcher_path()
+        if launcher is not None:  # dies with cfexp even if cfexp is killed outright
+            argv = [str(launcher), str(run_dir / f"server{index}.rusage.json"), *argv]
+        process = ManagedProcess(name=f"ollama{index}", argv=argv, log_path=run_dir / f"server{index}.log", env=env)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if not process.alive():

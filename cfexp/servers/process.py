@@ -2,9 +2,10 @@
 
 Used for every managed server. Three guarantees make "no orphan process" hold:
 the child gets its own process group (so stopping it stops anything it
-spawned), the kernel sends it SIGTERM if cfexp itself dies
-(``PR_SET_PDEATHSIG``), and :func:`stop_all` runs at interpreter exit and on
-SIGTERM for whatever is still running.
+spawned), the kernel sends it SIGTERM if cfexp itself dies (cfexp's server
+asks for ``PR_SET_PDEATHSIG`` itself, ``--die-with-parent``; other programs
+are started through ``cfexp-launch``, which does), and :func:`stop_all` runs
+at interpreter exit and on SIGTERM for whatever is still running.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
-from cfexp.childproc import die_with_parent, kill_group
+from cfexp.childproc import kill_group
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,6 @@ class ManagedProcess:
             errors="replace",
             bufsize=1,
             start_new_session=True,
-            preexec_fn=die_with_parent,  # noqa: PLW1509 - before any thread of ours uses it
         )
         with _RUNNING_LOCK:
             _RUNNING.add(self)

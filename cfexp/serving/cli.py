@@ -14,6 +14,7 @@ import sys
 import threading
 from pathlib import Path
 
+from cfexp.childproc import die_with_parent
 from cfexp.errors import CfexpError, ConfigError
 from cfexp.serving.admission import AdmissionQueue
 from cfexp.serving.engines import build_engine
@@ -53,6 +54,11 @@ def _parser() -> argparse.ArgumentParser:
         "--ground-truth", type=Path, default=None, help="append one JSON line per generation request here"
     )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--die-with-parent",
+        action="store_true",
+        help="exit when the process that started this one dies (set by cfexp for managed servers)",
+    )
     return parser
 
 
@@ -62,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # argparse has printed its message
         return EXIT_OK if exc.code == 0 else EXIT_BAD_SETTINGS
+    if args.die_with_parent and not die_with_parent():
+        return EXIT_OK  # the parent is already gone: nobody wants this server
     logging.basicConfig(
         level=args.log_level.upper(),
         stream=sys.stderr,

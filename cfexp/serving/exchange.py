@@ -150,11 +150,10 @@ class GenerationExchange:
         if self.services.stopping.is_set():
             raise EngineError("the server is shutting down")
 
-    def _sent_chunk(self) -> None:
-        now = time.monotonic_ns()
+    def _sent_chunk(self, t_send_ns: int) -> None:
         if self.record.t_first_chunk_sent_ns is None:
-            self.record.t_first_chunk_sent_ns = now
-        self.record.chunk_sent_ns.append(now)
+            self.record.t_first_chunk_sent_ns = t_send_ns
+        self.record.chunk_sent_ns.append(t_send_ns)
 
     def _drop(self) -> None:
         self.writer.abort()
@@ -183,8 +182,11 @@ class GenerationExchange:
                 continue
             if not self.writer.headers_sent:
                 self.writer.start_stream(self.framer.content_type)
+            # Read before the write: the client cannot see the chunk earlier
+            # than this, however the sending thread is scheduled after it.
+            t_send = time.monotonic_ns()
             self.writer.write_chunk(self.framer.piece(event.text))
-            self._sent_chunk()
+            self._sent_chunk(t_send)
             sent += 1
             if drop_after is not None and sent >= drop_after:
                 self._drop()
@@ -209,6 +211,7 @@ class GenerationExchange:
                 self._drop()
         stats = self._finish(stats)
         text = "".join(texts)
-        self.writer.send_json(200, self.framer.whole(text, stats, time.monotonic_ns()))
+        t_send = time.monotonic_ns()
+        self.writer.send_json(200, self.framer.whole(text, stats, t_send))
         if text:
-            self._sent_chunk()
+            self._sent_chunk(t_send)

@@ -35,8 +35,9 @@ class GroundTruthRecord:
     slot: int | None = None
     # First content-bearing chunk written to the socket.
     t_first_chunk_sent_ns: int | None = None
-    # One per content-bearing chunk, read right after the chunk's bytes were
-    # handed to the kernel (the socket is unbuffered, with TCP_NODELAY).
+    # One per content-bearing chunk, read just before its bytes were handed to
+    # the kernel (the socket is unbuffered, with TCP_NODELAY): a strict lower
+    # bound of when any client can have received it.
     chunk_sent_ns: list[int] = field(default_factory=list)
     # The last byte of the reply written (or the failure handled).
     t_done_ns: int | None = None

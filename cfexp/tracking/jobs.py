@@ -18,6 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from cfexp.config.schema import CfexpConfig
+from cfexp.redact import redact_tree, scrub, secret_values
 from cfexp.tracking.store import Tracker, resolve_uri
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,6 @@ JOB_ARTIFACTS = (
 )
 # Folders of the multi-agent solo phase (solo_agent_0, …), uploaded whole.
 SOLO_DIRS = "solo_agent_*"
-_SECRET_KEYS = ("api_key",)
 
 _TRACKERS: dict[str, Tracker] = {}
 
@@ -51,14 +51,12 @@ def tracker_for(uri_setting: str | None, mlruns_dir: Path) -> Tracker:
 
 
 def flatten(container: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """{"a": {"b": 1}} -> {"a.b": "1"}; secrets replaced by ***."""
+    """{"a": {"b": 1}} -> {"a.b": "1"} (redact the container first)."""
     flat: dict[str, str] = {}
     for key, value in container.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
             flat.update(flatten(value, f"{name}."))
-        elif key in _SECRET_KEYS and value:
-            flat[name] = "***"
         else:
             flat[name] = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
     return flat
@@ -67,10 +65,24 @@ def flatten(container: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 def redacted_config(cfg: DictConfig) -> dict[str, Any]:
     container = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(container, dict)
-    backend = container.get("backend")
-    if isinstance(backend, dict) and backend.get("api_key"):
-        backend["api_key"] = "***"
-    return container
+    redacted: dict[str, Any] = redact_tree(container)
+    return redacted
+
+
+def _redacted_hydra_dir(source: Path, target: Path) -> Path:
+    """A copy of Hydra's .hydra/ folder with secrets masked.
+
+    Hydra writes overrides as given, also inside composite strings
+    (``hydra.job.override_dirname``), so the secret values themselves are
+    scrubbed from the text of every file.
+    """
+    target.mkdir(parents=True, exist_ok=True)
+    overrides_file = source / "overrides.yaml"
+    overrides = OmegaConf.load(overrides_file) if overrides_file.exists() else []
+    secrets = secret_values(str(o) for o in overrides)
+    for path in source.glob("*.yaml"):
+        (target / path.name).write_text(scrub(path.read_text(), secrets))
+    return target
 
 
 def _key(override: str) -> str:
@@ -153,6 +165,8 @@ class JobRun:
         for name in (*JOB_ARTIFACTS, *solo):
             try:
                 path = job_dir / name
+                if name == ".hydra" and path.is_dir():
+                    path = _redacted_hydra_dir(path, job_dir / ".cfexp-upload" / ".hydra")
                 self.tracker.log_artifact(self.run_id, path, name if path.is_dir() else None)
             except OSError as exc:
                 log.warning("could not store artifact %s: %s", name, exc)

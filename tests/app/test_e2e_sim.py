@@ -23,8 +23,11 @@ pytestmark = pytest.mark.slow
 FAST_SIM = ("backend=sim", "backend.settings.time_scale=0.02")
 
 
-def run_cfexp(tmp_path: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+def run_cfexp(
+    tmp_path: Path, *args: str, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m cfexp ARGS` with every output (MLflow store included) under tmp_path."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | (env or {})
     command = [
         sys.executable, "-m", "cfexp", *args,
         f"paths.root_dir={tmp_path}",

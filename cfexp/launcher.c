@@ -9,7 +9,9 @@
  * loaded) "peaks" at 200+ MB whatever it does. Forked from this ~1 MB
  * program instead, the agent's ru_maxrss is its own.
  *
- * It forks, the child asks to be killed if the launcher dies, records the
+ * It asks the kernel for SIGTERM if its own parent (cfexp) dies, which it
+ * forwards to the agent; it forks, the child asks to be killed if the
+ * launcher dies, records the
  * CLOCK_MONOTONIC time just before exec, and execs the agent; the launcher
  * forwards SIGTERM/SIGINT, waits with wait4, and writes one JSON line to
  * RESULT_FILE: exit code or signal, t_exec_ns, maxrss_kb, utime_us, stime_us.
@@ -47,6 +49,10 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: cfexp-launch RESULT_FILE AGENT [ARGS...]\n");
         return 125;
     }
+    /* cfexp started us without a pre-exec hook (unsafe in a threaded parent):
+       ask for its death signal here, and give up if it is already gone. */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() == 1) return 125;
     /* The child writes its exec time through this pipe (it cannot share memory). */
     int pipefd[2];
     if (pipe2(pipefd, O_CLOEXEC) != 0) { perror("cfexp-launch: pipe"); return 125; }
