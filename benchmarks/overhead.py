@@ -19,42 +19,22 @@ The results replace the section between the markers in the output file.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-from mlflow.tracking import MlflowClient
+from _common import REPO, machine_line, sweep, write_section
 
-REPO = Path(__file__).resolve().parents[1]
-BEGIN, END = "<!-- overhead:begin -->", "<!-- overhead:end -->"
+OUT = REPO / "docs" / "benchmarks.md"
 
 
-def sweep(root: Path, name: str, jobs: int, num_predict: int) -> list:  # type: ignore[type-arg]
-    """Run one multirun on the zero-latency simulator; its child runs in start order."""
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    command = [
-        sys.executable, "-m", "cfexp", "-m",
+def zero_latency_sweep(root: Path, name: str, jobs: int, num_predict: int) -> list:  # type: ignore[type-arg]
+    return sweep(
+        root, name,
         "backend=sim", "backend.settings.time_scale=0", "backend.settings.jitter_cv=0",
         "scenario=single_inference", f"num_predict={num_predict}",
         f"repetition={','.join(str(i) for i in range(jobs))}",
-        f"tracking.experiment={name}", f"paths.root_dir={root}",
-        f"hydra.sweep.dir={root}/multirun/{name}",
-    ]
-    started = time.monotonic()
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        sys.exit(f"the sweep failed:\n{done.stderr[-3000:]}")
-    print(f"{name}: {jobs} jobs in {time.monotonic() - started:.1f} s", file=sys.stderr)
-    client = MlflowClient(f"sqlite:///{root}/mlruns/mlflow.db")
-    experiment = client.get_experiment_by_name(name)
-    assert experiment is not None
-    runs = [r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("mlflow.parentRunId")]
-    return sorted(runs, key=lambda r: r.info.start_time)
+    )
 
 
 def median_metric(runs: list, key: str) -> float:  # type: ignore[type-arg]
@@ -66,13 +46,13 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=30)
     parser.add_argument("--short", type=int, default=16)
     parser.add_argument("--long", type=int, default=1024)
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
+    parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="cfexp-bench-") as tmp:
         root = Path(tmp)
-        short = sweep(root, "overhead_short", args.jobs, args.short)
-        long = sweep(root, "overhead_long", max(5, args.jobs // 3), args.long)
+        short = zero_latency_sweep(root, "overhead_short", args.jobs, args.short)
+        long = zero_latency_sweep(root, "overhead_long", max(5, args.jobs // 3), args.long)
 
     cycles_ms = [b.info.start_time - a.info.start_time for a, b in zip(short, short[1:])]
     cycle = statistics.median(cycles_ms)
@@ -90,8 +70,7 @@ def main() -> None:
         ("Python agent CPU per streamed token (slope)", f"{cpu_per_token_us:.0f} us", ""),
     ]
     table = "\n".join(f"| {name} | {value} | {target} |" for name, value, target in rows)
-    section = f"""{BEGIN}
-Measured {time.strftime('%Y-%m-%d')} on {platform.node()} ({os.cpu_count()} cores, Python {platform.python_version()}),
+    body = f"""{machine_line()},
 `python benchmarks/overhead.py --jobs {args.jobs}`: one multirun of {args.jobs} jobs
 (`scenario=single_inference num_predict={args.short}`) and one of {len(long)} jobs
 (`num_predict={args.long}`) on `backend=sim` with `time_scale=0` (no simulated latency),
@@ -100,15 +79,8 @@ Measured {time.strftime('%Y-%m-%d')} on {platform.node()} ({os.cpu_count()} core
 | measure | value | target |
 |---|---|---|
 {table}
-{END}"""
-    text = args.out.read_text() if args.out.exists() else "# Benchmarks\n\n"
-    if BEGIN in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n## Per-job overhead and the Python agent\n\n" + section + "\n"
-    args.out.write_text(text)
-    print(section)
+"""
+    write_section(args.out, "overhead", "Per-job overhead and the Python agent", body)
 
 
 if __name__ == "__main__":

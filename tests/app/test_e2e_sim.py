@@ -24,7 +24,11 @@ FAST_SIM = ("backend=sim", "backend.settings.time_scale=0.02")
 
 
 def run_cfexp(
-    tmp_path: Path, *args: str, timeout: float = 300, env: dict[str, str] | None = None
+    tmp_path: Path,
+    *args: str,
+    timeout: float = 300,
+    env: dict[str, str] | None = None,
+    flags: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess[str]:
     """`python -m cfexp ARGS` with every output (MLflow store included) under tmp_path."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | (env or {})
@@ -33,6 +37,7 @@ def run_cfexp(
         f"paths.root_dir={tmp_path}",
         f"hydra.sweep.dir={tmp_path}/multirun",
         f"hydra.run.dir={tmp_path}/run",
+        *flags,  # Hydra's own flags go after the overrides
     ]
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -139,3 +144,11 @@ def test_an_unreachable_server_url_fails_clearly(tmp_path: Path) -> None:
     assert "no Ollama answers" in done.stderr and "Traceback" not in done.stderr
     (run,) = runs_of(tmp_path)
     assert run.info.status == "FAILED"
+
+
+def test_hydra_standard_flags_keep_working(tmp_path: Path) -> None:
+    shown = run_cfexp(tmp_path, "backend=sim", "ctx=1024", flags=("--cfg", "job"))
+    assert shown.returncode == 0 and "ctx: 1024" in shown.stdout and "name: sim" in shown.stdout
+    info = run_cfexp(tmp_path, flags=("--info", "defaults"))
+    assert info.returncode == 0 and "backend/llamacpp" in info.stdout
+    assert not (tmp_path / "mlruns" / "mlflow.db").exists()  # nothing ran
