@@ -2,14 +2,14 @@
 # Each target sets up what it needs (idempotently) before it runs.
 PY := .venv/bin/python
 
-.PHONY: run test check setup rust lint-rust test-rust test-python ui
+.PHONY: run test check setup rust lint test-rust test-python ui
 
 ## Run the default experiment: Python agent, embedded Gemma 3 270M on llama.cpp.
 run: setup
 	$(PY) -m cfexp
 
-## Run every test (Python and Rust), exactly as CI does.
-test: setup rust test-rust test-python
+## Run every test (Python and Rust) and the linters, exactly as CI does.
+test: setup rust lint test-rust test-python
 
 ## Formatting, lint, types and all tests for both languages.
 check: test
@@ -20,6 +20,10 @@ setup:
 ## Build every Rust agent variant (release, cached by cargo).
 rust:
 	./rust/build-all.sh
+
+## Python lint (pyflakes, pycodestyle, bugbear, pyupgrade; config in pyproject.toml).
+lint:
+	.venv/bin/ruff check cfexp tests benchmarks
 
 test-rust:
 	cd rust && cargo fmt --all --check && cargo clippy --all-targets --all-features -- -D warnings && cargo test --all-features

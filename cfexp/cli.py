@@ -47,7 +47,7 @@ def _ui(args: argparse.Namespace) -> int:
     uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(args.mlruns).resolve()}/mlflow.db"
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--port", str(args.port)]
     print("running:", " ".join(command), flush=True)
-    return subprocess.call(command)  # noqa: S603 - argv list
+    return subprocess.call(command)
 
 
 def build_parser() -> argparse.ArgumentParser:

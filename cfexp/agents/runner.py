@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
 import sys
 import time
@@ -120,7 +119,7 @@ def run_agent(
         argv = [str(launcher), str(usage_path), *argv]
     with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
         t_spawn_ns = time.monotonic_ns()
-        popen = subprocess.Popen(  # noqa: S603 - argv list, never a shell string
+        popen = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
             stdout=out,

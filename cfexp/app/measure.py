@@ -111,7 +111,7 @@ def measure(cfg: CfexpConfig, instances: list[ServerInstance], job_dir: Path, ru
                 out.write(json.dumps(row) + "\n")
     if multi:
         solo_timings = {}
-        for name, alone in solo.items():
+        for alone in solo.values():
             solo_timings.update(agent_timings(alone.records, alone.calls))
         metrics.update(
             multi_agent_metrics(

@@ -41,13 +41,13 @@ class NvmlReader:
             pynvml.nvmlInit()
         # Any failure here — the package missing, no libnvidia-ml.so, no driver,
         # a driver/library mismatch — means the same thing: no GPU metrics.
-        except Exception as exc:  # noqa: BLE001 - see the comment above
+        except Exception as exc:
             NvmlReader._log_absence(exc)
             return None
         try:
             count = pynvml.nvmlDeviceGetCount()
             handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
-        except Exception as exc:  # noqa: BLE001 - same reasoning as above
+        except Exception as exc:
             _shutdown(pynvml)
             NvmlReader._log_absence(exc)
             return None

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
 import signal
 import subprocess
 import threading
@@ -53,7 +52,7 @@ class ManagedProcess:
         self._tail: deque[str] = deque(maxlen=40)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = log_path.open("a", encoding="utf-8", errors="replace")
-        self.popen = subprocess.Popen(  # noqa: S603 - argv list, never a shell string
+        self.popen = subprocess.Popen(
             self.argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,

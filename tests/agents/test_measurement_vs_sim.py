@@ -66,7 +66,7 @@ def test_ttft_and_token_counts_match_the_servers_ground_truth(
     truth = [json.loads(line) for line in instance.ground_truth_path.read_text().splitlines()]
     assert len(calls) == len(truth) == 2  # analysis, report: one request each, in order
 
-    for call, served in zip(calls, truth):
+    for call, served in zip(calls, truth, strict=True):
         assert call["success"], call["error"]
         # Token counts: the server's, never the number of chunks.
         assert call["output_tokens"] == served["eval_count"] == 20
@@ -74,7 +74,7 @@ def test_ttft_and_token_counts_match_the_servers_ground_truth(
         assert call["content_chunks"] == len(served["chunk_sent_ns"])
         # Causality, both ends of every reading.
         assert call["t_send_ns"] <= served["t_received_ns"] <= call["t_send_ns"] + TOLERANCE_NS
-        for seen, sent in zip(call["chunk_times_ns"], served["chunk_sent_ns"]):
+        for seen, sent in zip(call["chunk_times_ns"], served["chunk_sent_ns"], strict=True):
             assert sent <= seen <= sent + TOLERANCE_NS
         # TTFT as the client measured it vs as the server lived it.
         derived = derive_call(call)

@@ -39,7 +39,7 @@ def run_cfexp(
         f"hydra.run.dir={tmp_path}/run",
         *flags,  # Hydra's own flags go after the overrides
     ]
-    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def client_for(tmp_path: Path) -> MlflowClient:

@@ -13,12 +13,7 @@ import random
 from collections.abc import Iterator
 
 _WORDS = tuple(
-    "latency throughput tokens agents runtime cache queue stream memory requests "
-    "batch model server median variance load concurrency scheduler buffer prompt "
-    "context decode prefill the data results benchmark performance across under with "
-    "during each shows improves reduces increases stays higher lower faster slower "
-    "stable measured observed consistent overall python rust async workers calls "
-    "instance clients response time".split()
+    ["latency", "throughput", "tokens", "agents", "runtime", "cache", "queue", "stream", "memory", "requests", "batch", "model", "server", "median", "variance", "load", "concurrency", "scheduler", "buffer", "prompt", "context", "decode", "prefill", "the", "data", "results", "benchmark", "performance", "across", "under", "with", "during", "each", "shows", "improves", "reduces", "increases", "stays", "higher", "lower", "faster", "slower", "stable", "measured", "observed", "consistent", "overall", "python", "rust", "async", "workers", "calls", "instance", "clients", "response", "time"]
 )
 
 _SECTIONS = ("Key Findings", "Recommendations", "Summary")
