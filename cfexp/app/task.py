@@ -50,8 +50,8 @@ def run_job(cfg: DictConfig) -> dict[str, float] | None:
         instances = POOL.acquire(settings, _servers_dir(hydra_cfg, job_dir), launches)
         job.set_tags(run_tags(settings, instances))
         outcome = measure(settings, instances, job_dir, job.run_id)
-        job.log_metrics(outcome.metrics)
         job.set_tags(outcome.tags)
+        job.log_metrics(outcome.metrics)  # with every tag, in one write
         job.log_job_artifacts(job_dir)
         if outcome.failure:
             log.error("job failed: %s", outcome.failure)

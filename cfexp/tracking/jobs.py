@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -92,9 +94,9 @@ def _key(override: str) -> str:
 def run_name(overrides: list[str], swept_keys: list[str] | None = None) -> str:
     """Say what differs: in a sweep the swept keys only, else every override.
 
-    Paths and Hydra's own settings never name a run.
+    Paths, Hydra's own settings and a sweeper's trial info never name a run.
     """
-    shown = [o for o in overrides if not _key(o).startswith(("hydra.", "paths."))]
+    shown = [o for o in overrides if not _key(o).startswith(("hydra.", "paths.", "trial."))]
     if swept_keys:
         shown = [o for o in shown if _key(o) in swept_keys] or shown
     return " ".join(shown) if shown else "defaults"
@@ -119,8 +121,14 @@ def read_parent(sweep_dir: Path) -> dict[str, Any] | None:
 
 @dataclass
 class JobRun:
+    """One job's MLflow run. Tags wait to be written with the metrics, and
+    artifacts are staged in one folder and uploaded in one call: few store
+    writes per job (see ``Tracker.log_batch``)."""
+
     tracker: Tracker
     run_id: str
+    staging: Path
+    pending_tags: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def start(
@@ -136,6 +144,9 @@ class JobRun:
         }
         if parent:
             tags["hydra.job_num"] = str(hydra_cfg.job.num)
+        if settings.trial.study is not None:  # a trial of hydra/sweeper=cfexp_optuna
+            tags["trial.study"] = settings.trial.study
+            tags["trial.number"] = str(settings.trial.number)
         run_id = tracker.start_run(
             settings.tracking.experiment,
             run_name(overrides, parent["swept_keys"] if parent else None),
@@ -143,15 +154,19 @@ class JobRun:
             parent["run_id"] if parent else None,
         )
         config = redacted_config(cfg)
-        tracker.log_params(run_id, flatten(config))
-        tracker.log_text(run_id, OmegaConf.to_yaml(OmegaConf.create(config)), "config.yaml")
-        return cls(tracker, run_id)
+        tracker.log_batch(run_id, params=flatten(config))
+        staging = Path(hydra_cfg.runtime.output_dir) / ".cfexp-upload"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        (staging / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
+        return cls(tracker, run_id, staging)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
-        self.tracker.set_tags(self.run_id, tags)
+        self.pending_tags.update(tags)
 
     def log_metrics(self, metrics: Mapping[str, float]) -> None:
-        self.tracker.log_metrics(self.run_id, metrics)
+        self.tracker.log_batch(self.run_id, metrics=metrics, tags=self.pending_tags)
+        self.pending_tags = {}
 
     def log_job_artifacts(self, job_dir: Path) -> None:
         spec = job_dir / "agent_spec.json"
@@ -163,22 +178,51 @@ class JobRun:
             (job_dir / "agent_spec.redacted.json").write_text(json.dumps(data, indent=2))
         solo = sorted(path.name for path in job_dir.glob(SOLO_DIRS) if path.is_dir())
         for name in (*JOB_ARTIFACTS, *solo):
+            path = job_dir / name
             try:
-                path = job_dir / name
                 if name == ".hydra" and path.is_dir():
-                    path = _redacted_hydra_dir(path, job_dir / ".cfexp-upload" / ".hydra")
-                self.tracker.log_artifact(self.run_id, path, name if path.is_dir() else None)
+                    _redacted_hydra_dir(path, self.staging / ".hydra")
+                elif path.is_dir():
+                    shutil.copytree(path, self.staging / name, copy_function=_link_or_copy)
+                elif path.exists():
+                    _link_or_copy(str(path), str(self.staging / name))
             except OSError as exc:
-                log.warning("could not store artifact %s: %s", name, exc)
+                log.warning("could not stage artifact %s: %s", name, exc)
+        self._upload()
+
+    def _upload(self) -> None:
+        try:
+            self.tracker.log_artifact(self.run_id, self.staging)
+        except OSError as exc:
+            log.warning("could not store the artifacts of run %s: %s", self.run_id, exc)
+        shutil.rmtree(self.staging, ignore_errors=True)
+        self.staging.mkdir(parents=True)
 
     def finish(self) -> None:
-        self.tracker.end_run(self.run_id, "FINISHED")
+        self._end("FINISHED")
 
     def fail(self, error: str) -> None:
         self.tracker.log_text(self.run_id, error, "error.txt")
-        self.tracker.set_tags(self.run_id, {"error": error.splitlines()[0] if error else ""})
-        self.tracker.end_run(self.run_id, "FAILED")
+        self.pending_tags["error"] = error.splitlines()[0] if error else ""
+        self._end("FAILED")
 
     def kill(self, reason: str) -> None:
         self.tracker.log_text(self.run_id, reason, "error.txt")
-        self.tracker.end_run(self.run_id, "KILLED")
+        self._end("KILLED")
+
+    def _end(self, status: str) -> None:
+        if self.pending_tags:
+            self.tracker.log_batch(self.run_id, tags=self.pending_tags)
+            self.pending_tags = {}
+        if any(self.staging.iterdir()):  # e.g. config.yaml when the job failed early
+            self._upload()
+        shutil.rmtree(self.staging, ignore_errors=True)
+        self.tracker.end_run(self.run_id, status)
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    """A hard link where possible (no copy of big records), else a copy."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)

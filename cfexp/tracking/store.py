@@ -48,6 +48,7 @@ class Tracker:
 
         self.uri = uri
         self._artifact_root = artifact_root
+        self._experiment_ids: dict[str, str] = {}
         try:
             self._client = MlflowClient(tracking_uri=uri)
         except Exception as exc:  # MLflow raises many kinds; translate at the boundary
@@ -55,6 +56,11 @@ class Tracker:
 
     def experiment_id(self, name: str) -> str:
         """The id of experiment ``name``, created on first use."""
+        if name not in self._experiment_ids:
+            self._experiment_ids[name] = self._find_or_create_experiment(name)
+        return self._experiment_ids[name]
+
+    def _find_or_create_experiment(self, name: str) -> str:
         from mlflow.exceptions import MlflowException
 
         try:
@@ -88,31 +94,40 @@ class Tracker:
         )
         return str(run.info.run_id)
 
-    def log_params(self, run_id: str, params: Mapping[str, object]) -> None:
-        from mlflow.entities import Param
+    def log_batch(
+        self,
+        run_id: str,
+        params: Mapping[str, object] | None = None,
+        metrics: Mapping[str, float | None] | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        """Params, metrics and tags in as few store writes as MLflow's limits allow.
 
-        items = [Param(key, _cut(str(value), _MAX_PARAM_VALUE)) for key, value in params.items()]
-        for start in range(0, len(items), _BATCH):
-            self._client.log_batch(run_id, params=items[start : start + _BATCH])
-
-    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
-        from mlflow.entities import Metric
+        Each write to the SQLite store is a transaction: batching is most of
+        what keeps cfexp's per-job overhead small.
+        """
+        from mlflow.entities import Metric, Param, RunTag
 
         now_ms = int(time.time() * 1000)
-        items = [
-            Metric(key, float(value), now_ms, step)
-            for key, value in metrics.items()
-            if value is not None
-        ]
-        for start in range(0, len(items), _BATCH):
-            self._client.log_batch(run_id, metrics=items[start : start + _BATCH])
+        param_items = [Param(k, _cut(str(v), _MAX_PARAM_VALUE)) for k, v in (params or {}).items()]
+        metric_items = [Metric(k, float(v), now_ms, 0) for k, v in (metrics or {}).items() if v is not None]
+        tag_items = [RunTag(k, _cut(str(v), _MAX_TAG_VALUE)) for k, v in (tags or {}).items()]
+        # MLflow accepts at most 100 params, 100 tags and 1000 entries per call.
+        while param_items or metric_items or tag_items:
+            chunk_params, param_items = param_items[:_BATCH], param_items[_BATCH:]
+            chunk_tags, tag_items = tag_items[:_BATCH], tag_items[_BATCH:]
+            room = 1000 - len(chunk_params) - len(chunk_tags)
+            chunk_metrics, metric_items = metric_items[:room], metric_items[room:]
+            self._client.log_batch(run_id, metrics=chunk_metrics, params=chunk_params, tags=chunk_tags)
+
+    def log_params(self, run_id: str, params: Mapping[str, object]) -> None:
+        self.log_batch(run_id, params=params)
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float]) -> None:
+        self.log_batch(run_id, metrics=metrics)
 
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
-        from mlflow.entities import RunTag
-
-        items = [RunTag(key, _cut(str(value), _MAX_TAG_VALUE)) for key, value in tags.items()]
-        for start in range(0, len(items), _BATCH):
-            self._client.log_batch(run_id, tags=items[start : start + _BATCH])
+        self.log_batch(run_id, tags=tags)
 
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
         if path.is_dir():
