@@ -12,7 +12,7 @@ run them, and measured by the harness from outside:
   simulator handed that chunk to the kernel (its ground-truth log, same
   CLOCK_MONOTONIC), p50 and p99 over all calls of the variant.
 
-Usage: `python benchmarks/agents.py [--reps 20] [--long 1024]`; results go to
+Usage: `python benchmarks/agents.py [--reps 20] [--long 4096]`; results go to
 docs/benchmarks.md.
 """
 
@@ -62,7 +62,7 @@ def metric(runs: list[Any], runtime: str, key: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=20)
-    parser.add_argument("--long", type=int, default=1024)
+    parser.add_argument("--long", type=int, default=4096)
     args = parser.parse_args()
     common = ("backend=sim", "backend.settings.jitter_cv=0", "scenario=single_inference", f"runtime={','.join(RUNTIMES)}")
     with tempfile.TemporaryDirectory(prefix="cfexp-bench-") as tmp:
@@ -71,7 +71,11 @@ def main() -> None:
             root, "agents_short", *common, "backend.settings.time_scale=0.05", "num_predict=16",
             f"repetition={','.join(map(str, range(args.reps)))}",
         )
-        long = sweep(root, "agents_long", *common, "backend.settings.time_scale=0", f"num_predict={args.long}", "repetition=0,1,2")
+        # A context large enough that the whole generation fits.
+        long = sweep(
+            root, "agents_long", *common, "backend.settings.time_scale=0", f"num_predict={args.long}",
+            f"ctx={args.long + 1024}", "repetition=0,1,2,3,4",
+        )
         errors = ttft_errors_ms(root / "multirun" / "agents_short")
 
     rows = []
@@ -86,8 +90,8 @@ def main() -> None:
     body = f"""{machine_line()}, `python benchmarks/agents.py --reps {args.reps} --long {args.long}`.
 Simulator, `single_inference`, one server reused for the sweep; every variant
 started by the harness through `cfexp-launch` and measured from outside.
-Medians over {args.reps} jobs (CPU slope: medians of 3 jobs at {args.long} tokens
-against the 16-token jobs). TTFT error: agent first-token reading minus the
+Medians over {args.reps} jobs (CPU slope: medians of 5 jobs at {args.long} tokens
+against the 16-token jobs; every token arrives as its own NDJSON line, read and parsed on its own). TTFT error: agent first-token reading minus the
 simulator's send time of that chunk (same clock), over every call.
 Targets: startup {TARGETS['startup']}; peak RSS {TARGETS['rss']}; CPU per token <= 5 us
 (tokio); TTFT error <= 1 ms at p99 (tokio).

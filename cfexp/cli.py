@@ -3,6 +3,7 @@
     cfexp serve sim --port 11434            # the simulator, standalone
     cfexp serve llamacpp --port 8080        # the embedded model, standalone
     cfexp ui                                # MLflow UI on the default store
+    cfexp report --experiment tr115         # report.md + CSVs + PNGs in reports/tr115/
 
 Experiments themselves run with ``python -m cfexp`` (Hydra).
 """
@@ -50,6 +51,29 @@ def _ui(args: argparse.Namespace) -> int:
     return subprocess.call(command)
 
 
+def _report(args: argparse.Namespace) -> int:
+    # Imported here: pandas, scipy and matplotlib are for this command only.
+    from cfexp.report import ReportOptions, SuccessRule, generate_report
+    from cfexp.tracking.query import default_uri
+
+    baseline = dict(item.split("=", 1) for item in args.baseline.split(",")) if args.baseline else None
+    options = ReportOptions(
+        experiment=args.experiment,
+        tracking_uri=args.tracking_uri or default_uri(),
+        out_dir=Path(args.out) if args.out else None,
+        filter_string=args.filter or "",
+        parent_run_id=args.parent,
+        alpha=args.alpha,
+        success_rule=SuccessRule(
+            metric=args.success_metric, higher_is_better=not args.lower_is_better,
+            alpha=args.alpha, baseline=baseline,
+        ),
+    )
+    path = generate_report(options)
+    print(f"report written: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cfexp", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -72,6 +96,24 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--mlruns", default="mlruns", help="folder of the SQLite store (default: ./mlruns)")
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(func=_ui)
+
+    report = commands.add_parser("report", help="statistics, tables and figures of tracked runs (docs/reports.md)")
+    report.add_argument("--experiment", required=True, help="MLflow experiment name (tracking.experiment)")
+    report.add_argument("--out", default=None, help="output folder (default: reports/<experiment>)")
+    report.add_argument("--parent", default=None, help="only this sweep: its parent run id")
+    report.add_argument("--filter", default=None, help="MLflow filter string, e.g. \"params.ctx = '512'\"")
+    report.add_argument(
+        "--tracking-uri", default=None,
+        help="default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlruns/mlflow.db",
+    )
+    report.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    report.add_argument("--success-metric", default="throughput_tok_s", help="metric of the success rate")
+    report.add_argument("--lower-is-better", action="store_true", help="for --success-metric, e.g. ttft_ms")
+    report.add_argument(
+        "--baseline", default=None,
+        help="the baseline config as key=value[,key=value] (default: options_mode=server_defaults)",
+    )
+    report.set_defaults(func=_report)
     return parser
 
 

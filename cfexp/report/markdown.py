@@ -1,0 +1,123 @@
+"""Markdown rendering of the report's tables (pure: DataFrames in, text out)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import pandas as pd
+
+
+def num(value: object, digits: int = 4) -> str:
+    """4 significant digits; "—" for missing."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def pvalue(value: object) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    p = float(value)  # type: ignore[arg-type]
+    return "<0.0001" if p < 1e-4 else f"{p:.4f}"
+
+
+def interval(low: object, high: object) -> str:
+    if low is None or high is None or any(isinstance(v, float) and math.isnan(v) for v in (low, high)):
+        return "—"
+    return f"[{num(low)}, {num(high)}]"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    def cell(value: object) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def frame_rows(frame: pd.DataFrame, columns: Sequence[tuple[str, Callable[[pd.Series], object]]]) -> str:
+    """A markdown table from a DataFrame: (header, row -> cell) per column."""
+    return table([h for h, _ in columns], [[f(r) for _, f in columns] for _, r in frame.iterrows()])
+
+
+def config_table(stats: pd.DataFrame) -> str:
+    return frame_rows(stats, [
+        ("config", lambda r: r["config"]),
+        ("n", lambda r: r["n"]),
+        ("mean", lambda r: num(r["mean"])),
+        ("median", lambda r: num(r["median"])),
+        ("std", lambda r: num(r["std"])),
+        ("CV", lambda r: num(r["cv"], 3)),
+        ("95% CI of mean", lambda r: interval(r["ci_low"], r["ci_high"])),
+        ("p50", lambda r: num(r["p50"])),
+        ("p95", lambda r: num(r["p95"])),
+        ("p99", lambda r: num(r["p99"])),
+    ])
+
+
+def comparison_table(comparisons: pd.DataFrame) -> str:
+    return frame_rows(comparisons, [
+        ("factor", lambda r: r["factor"]),
+        ("metric", lambda r: r["metric"]),
+        ("a", lambda r: r["a"]),
+        ("b", lambda r: r["b"]),
+        ("n a/b", lambda r: f"{r['n_a']}/{r['n_b']}"),
+        ("mean a", lambda r: num(r["mean_a"])),
+        ("mean b", lambda r: num(r["mean_b"])),
+        ("b − a [95% CI]", lambda r: f"{num(r['diff'])} {interval(r['diff_ci_low'], r['diff_ci_high'])}"),
+        ("Welch p", lambda r: r["note"] if r["note"] == "n<3" else pvalue(r["welch_p"])),
+        ("Holm p", lambda r: r["note"] if r["note"] == "n<3" else pvalue(r["welch_p_holm"])),
+        ("MWU p", lambda r: r["note"] if r["note"] == "n<3" else pvalue(r["mannwhitney_p"])),
+        ("Cohen's d", lambda r: num(r["cohens_d"], 3)),
+        ("Cliff's δ", lambda r: num(r["cliffs_delta"], 3)),
+    ])
+
+
+def headline_table(head: pd.DataFrame) -> str:
+    return frame_rows(head, [
+        ("metric", lambda r: r["metric"] + (" (higher better)" if r["higher_is_better"] else " (lower better)")),
+        ("Python mean (n)", lambda r: f"{num(r['mean_a'])} ({r['n_a']})"),
+        ("Rust mean (n)", lambda r: f"{num(r['mean_b'])} ({r['n_b']})"),
+        ("winner", lambda r: r["winner"]),
+        ("Rust − Python [95% CI]", lambda r: f"{num(r['diff'])} {interval(r['diff_ci_low'], r['diff_ci_high'])}"),
+        ("relative", lambda r: "—" if not r["mean_a"] else f"{100 * r['diff'] / abs(r['mean_a']):+.1f}%"),
+        ("Holm p", lambda r: r["note"] if r["note"] == "n<3" else pvalue(r["welch_p_holm"])),
+    ])
+
+
+def rate_cell(successes: object, n: object, rate: object, low: object, high: object) -> str:
+    if not n:
+        return "—"
+    return f"{successes}/{n} = {100 * float(rate):.1f}% [{100 * float(low):.1f}, {100 * float(high):.1f}]"  # type: ignore[arg-type]
+
+
+def success_table(rates: pd.DataFrame) -> str:
+    return frame_rows(rates, [
+        ("group", lambda r: r["group"]),
+        ("configs", lambda r: r["configs"]),
+        ("significance-gated (cfexp) [Wilson 95% CI]", lambda r: rate_cell(
+            r["gated_successes"], r["gated_n"], r["gated_rate"], r["gated_ci_low"], r["gated_ci_high"])),
+        ("untested (n<3)", lambda r: r["untested_n_lt_3"]),
+        ("original rule (n=1, any gain) [Wilson 95% CI]", lambda r: rate_cell(
+            r["original_successes"], r["original_n"], r["original_rate"], r["original_ci_low"],
+            r["original_ci_high"])),
+    ])
+
+
+def contention_table(frame: pd.DataFrame) -> str:
+    return frame_rows(frame, [
+        ("config", lambda r: r["config"]),
+        ("runs", lambda r: r["runs"]),
+        ("contended agents", lambda r: f"{r['contended']}/{r['agents']}"),
+        ("contention rate [Wilson 95% CI]", lambda r: f"{100 * r['rate']:.1f}% "
+            f"[{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]"),
+        ("parallel efficiency % (mean)", lambda r: num(r["parallel_efficiency_pct_mean"])),
+    ])

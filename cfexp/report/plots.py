@@ -1,0 +1,125 @@
+"""The report's figures (matplotlib, Agg backend, deterministic PNGs).
+
+Each function writes one PNG and returns its file name, or None when the
+data has nothing to show. Same runs -> byte-identical files: no timestamps or
+software versions in the PNG metadata, groups drawn in sorted order.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from cfexp.report.load import short, sort_key
+from cfexp.report.stats import describe
+
+# No creation time, no version string: the same data makes the same bytes.
+_METADATA = {"Software": None}
+# Beyond this many configs a per-config box plot is unreadable: the CSV has them all.
+MAX_BOXES = 60
+
+
+def _save(fig: plt.Figure, out: Path, name: str) -> str:
+    fig.savefig(out / name, dpi=90, metadata=_METADATA, bbox_inches="tight")
+    plt.close(fig)
+    return name
+
+
+def distributions(used: pd.DataFrame, metric: str, out: Path, prefix: str) -> str | None:
+    """Box plot of a metric's per-run values, one box per config."""
+    column = f"metrics.{metric}"
+    groups = [(str(k), g[column].dropna().to_numpy(dtype=float)) for k, g in used.groupby("config", sort=False)]
+    groups = [(k, v) for k, v in groups if len(v)]
+    if not groups or len(groups) > MAX_BOXES:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.28 * len(groups)))
+    ax.boxplot([v for _, v in groups], vert=False, showmeans=True)
+    ax.set_yticks(range(1, len(groups) + 1), [k for k, _ in groups], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel(metric)
+    ax.set_title(f"{metric} per config (box: quartiles, triangle: mean)", fontsize=9)
+    return _save(fig, out, f"{prefix}box_{metric}.png")
+
+
+def _hue(used: pd.DataFrame, factors: list[str]) -> str | None:
+    for column in ("params.language.name", "params.runtime.name", "params.topology.name", "params.options_mode"):
+        if column in factors:
+            return column
+    return None
+
+
+def throughput_vs_ttft(used: pd.DataFrame, factors: list[str], out: Path, prefix: str) -> str | None:
+    if not {"metrics.throughput_tok_s", "metrics.ttft_ms"} <= set(used.columns):
+        return None
+    data = used.dropna(subset=["metrics.throughput_tok_s", "metrics.ttft_ms"])
+    if data.empty:
+        return None
+    hue = _hue(data, factors)
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    levels = sorted(data[hue].unique(), key=sort_key) if hue else ["all runs"]
+    for level in levels:
+        part = data[data[hue] == level] if hue else data
+        ax.scatter(part["metrics.ttft_ms"], part["metrics.throughput_tok_s"], s=14, alpha=0.7, label=str(level))
+    ax.set_xlabel("ttft_ms (per-run mean)")
+    ax.set_ylabel("throughput_tok_s (per-run mean)")
+    ax.legend(title=short(hue) if hue else None, fontsize=7)
+    ax.set_title("Throughput against TTFT, one point per run", fontsize=9)
+    return _save(fig, out, f"{prefix}throughput_vs_ttft.png")
+
+
+def efficiency(used: pd.DataFrame, factors: list[str], out: Path, prefix: str) -> str | None:
+    """Parallel and overlap efficiency by topology and runtime."""
+    metrics = [m for m in ("parallel_efficiency_pct", "overlap_efficiency_pct") if f"metrics.{m}" in used.columns]
+    if not metrics:
+        return None
+    used = used[used[[f"metrics.{m}" for m in metrics]].notna().any(axis=1)]  # multi-agent runs only
+    if used.empty:
+        return None
+    by = [c for c in ("params.topology.name", "params.runtime.name") if c in used.columns]
+    labels = used[by].astype(str).agg(" ".join, axis=1) if by else pd.Series("all", index=used.index)
+    keys = sorted(labels.unique(), key=lambda s: tuple(sort_key(p) for p in s.split(" ")))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 1.5 + 0.35 * len(keys)), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        values = [used.loc[labels == k, f"metrics.{metric}"].dropna().to_numpy(dtype=float) for k in keys]
+        ax.boxplot(values, vert=False, showmeans=True)
+        ax.set_yticks(range(1, len(keys) + 1), keys, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel(metric)
+    axes[0][0].set_title("Efficiency by " + " / ".join(short(c) for c in by) if by else "Efficiency", fontsize=9)
+    return _save(fig, out, f"{prefix}efficiency.png")
+
+
+def versus_parameter(used: pd.DataFrame, factors: list[str], metric: str, out: Path, prefix: str) -> str | None:
+    """Mean ± 95 % CI of a metric against each numeric swept parameter."""
+    column = f"metrics.{metric}"
+    numeric = [f for f in factors if f in ("params.gpu_layers", "params.ctx", "params.temperature")]
+    if column not in used.columns or not numeric:
+        return None
+    hue = _hue(used, factors)
+    fig, axes = plt.subplots(1, len(numeric), figsize=(4.2 * len(numeric), 3.6), squeeze=False)
+    for ax, parameter in zip(axes[0], numeric, strict=True):
+        levels = sorted(used[hue].unique(), key=sort_key) if hue else [None]
+        for level in levels:
+            part = used[used[hue] == level] if hue else used
+            xs, means, errors = [], [], []
+            for value in sorted(part[parameter].unique(), key=sort_key):
+                summary = describe(part.loc[part[parameter] == value, column].to_numpy(dtype=float))
+                if summary.mean is None or sort_key(value)[0] != 0:
+                    continue
+                xs.append(float(value))
+                means.append(summary.mean)
+                errors.append(0.0 if summary.ci_high is None else summary.ci_high - summary.mean)
+            if xs:
+                ax.errorbar(xs, means, yerr=np.asarray(errors), marker="o", capsize=3, label=str(level))
+        ax.set_xlabel(short(parameter))
+        ax.set_ylabel(metric)
+        if hue:
+            ax.legend(title=short(hue), fontsize=7)
+    axes[0][0].set_title(f"{metric}: mean ± 95 % CI over the other factors", fontsize=9)
+    return _save(fig, out, f"{prefix}{metric}_vs_parameters.png")

@@ -1,0 +1,195 @@
+"""Statistics of the report: pure functions over arrays of per-run values.
+
+Every test and interval comes from scipy; the only formulas written here are
+the definitions that have no scipy function (Cohen's d, Cliff's delta from
+the Mann–Whitney U statistic, Holm's step-down adjustment), each a few lines,
+documented with its source in docs/reports.md.
+
+A statistic that needs more runs than it has is ``None`` (shown as "n<3" or
+"—"), never a number computed from too little.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+# The fewest runs per group for a test, an effect size or a comparison CI.
+MIN_N_TEST = 3
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One metric over the runs of one group."""
+
+    n: int
+    mean: float | None
+    median: float | None
+    std: float | None  # sample standard deviation (ddof=1); None for n < 2
+    cv: float | None  # std / |mean|; None when undefined
+    ci_low: float | None  # 95 % CI of the mean, Student's t; None for n < 2
+    ci_high: float | None
+    p50: float | None
+    p95: float | None
+    p99: float | None
+
+
+def _clean(values: Sequence[float] | np.ndarray) -> np.ndarray:
+    array = np.asarray(values, dtype=float)
+    return array[np.isfinite(array)]
+
+
+def describe(values: Sequence[float] | np.ndarray, confidence: float = CONFIDENCE) -> Summary:
+    """n, mean, median, std, CV, t-based CI of the mean, p50/p95/p99 (linear interpolation)."""
+    x = _clean(values)
+    n = len(x)
+    if n == 0:
+        return Summary(0, None, None, None, None, None, None, None, None, None)
+    mean = float(np.mean(x))
+    p50, p95, p99 = (float(v) for v in np.percentile(x, [50, 95, 99]))
+    std = cv = low = high = None
+    if n >= 2:
+        std = float(np.std(x, ddof=1))
+        cv = std / abs(mean) if mean != 0 else None
+        if std == 0:
+            low = high = mean
+        else:
+            low, high = (float(v) for v in stats.t.interval(confidence, n - 1, loc=mean, scale=stats.sem(x)))
+    return Summary(n, mean, float(np.median(x)), std, cv, low, high, p50, p95, p99)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Group b against group a for one metric (difference = mean(b) − mean(a))."""
+
+    n_a: int
+    n_b: int
+    mean_a: float | None
+    mean_b: float | None
+    diff: float | None
+    diff_ci_low: float | None  # Welch's 95 % CI of the difference
+    diff_ci_high: float | None
+    welch_p: float | None
+    mannwhitney_p: float | None
+    cohens_d: float | None
+    cliffs_delta: float | None
+    note: str  # why the test is missing ("n<3"), else ""
+
+    @property
+    def tested(self) -> bool:
+        return self.welch_p is not None
+
+
+def cohens_d(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> float | None:
+    """(mean(b) − mean(a)) / pooled SD (ddof=1 in each group); None if undefined."""
+    x, y = _clean(a), _clean(b)
+    if len(x) < 2 or len(y) < 2:
+        return None
+    pooled = ((len(x) - 1) * np.var(x, ddof=1) + (len(y) - 1) * np.var(y, ddof=1)) / (len(x) + len(y) - 2)
+    if pooled == 0:
+        return None
+    return float((np.mean(y) - np.mean(x)) / math.sqrt(pooled))
+
+
+def cliffs_delta(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> float | None:
+    """P(b > a) − P(b < a) over all pairs, from scipy's Mann–Whitney U: 2·U_b/(n_a·n_b) − 1."""
+    x, y = _clean(a), _clean(b)
+    if len(x) == 0 or len(y) == 0:
+        return None
+    u_b = stats.mannwhitneyu(y, x, alternative="two-sided").statistic
+    return float(2.0 * u_b / (len(x) * len(y)) - 1.0)
+
+
+def compare(
+    a: Sequence[float] | np.ndarray,
+    b: Sequence[float] | np.ndarray,
+    alternative: str = "two-sided",
+    min_n: int = MIN_N_TEST,
+) -> Comparison:
+    """Welch's t-test, Mann–Whitney U, Cohen's d, Cliff's delta and Welch's CI of b − a.
+
+    ``alternative`` is scipy's, for b against a: "greater" tests mean(b) > mean(a).
+    With fewer than ``min_n`` runs in either group nothing is tested (note "n<3").
+    """
+    x, y = _clean(a), _clean(b)
+    mean_a = float(np.mean(x)) if len(x) else None
+    mean_b = float(np.mean(y)) if len(y) else None
+    diff = mean_b - mean_a if mean_a is not None and mean_b is not None else None
+    if min(len(x), len(y)) < min_n:
+        return Comparison(len(x), len(y), mean_a, mean_b, diff, None, None, None, None, None, None, f"n<{min_n}")
+    if np.var(x) == 0 and np.var(y) == 0:
+        # Welch's statistic is 0/0: identical constants differ by nothing, others surely.
+        p = 1.0 if mean_a == mean_b else 0.0
+        return Comparison(
+            len(x), len(y), mean_a, mean_b, diff, diff, diff, p, None, None, cliffs_delta(x, y), "zero variance"
+        )
+    with warnings.catch_warnings(record=True) as caught:
+        # scipy warns on near-constant data (e.g. the simulator without jitter): noted, not raised.
+        warnings.simplefilter("always", RuntimeWarning)
+        welch = stats.ttest_ind(y, x, equal_var=False, alternative=alternative)
+        # A one-sided test has a one-sided interval: the report shows the two-sided one.
+        ci = stats.ttest_ind(y, x, equal_var=False).confidence_interval(CONFIDENCE)
+    mwu = stats.mannwhitneyu(y, x, alternative=alternative)
+    note = "near-constant data" if any(issubclass(w.category, RuntimeWarning) for w in caught) else ""
+    return Comparison(
+        n_a=len(x),
+        n_b=len(y),
+        mean_a=mean_a,
+        mean_b=mean_b,
+        diff=diff,
+        diff_ci_low=float(ci.low),
+        diff_ci_high=float(ci.high),
+        welch_p=float(welch.pvalue),
+        mannwhitney_p=float(mwu.pvalue),
+        cohens_d=cohens_d(x, y),
+        cliffs_delta=cliffs_delta(x, y),
+        note=note,
+    )
+
+
+def holm(pvalues: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjustment (family-wise error), ``None`` entries passed through.
+
+    Sorted ascending p_(1) ≤ … ≤ p_(m): adjusted p_(i) = max over j ≤ i of
+    min(1, (m − j + 1)·p_(j)). statsmodels' ``multipletests(method="holm")``
+    computes the same; it is not a dependency of cfexp.
+    """
+    indexed = [(p, i) for i, p in enumerate(pvalues) if p is not None and math.isfinite(p)]
+    m = len(indexed)
+    adjusted: list[float | None] = [None] * len(pvalues)
+    running = 0.0
+    for rank, (p, i) in enumerate(sorted(indexed)):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+@dataclass(frozen=True)
+class Proportion:
+    successes: int
+    n: int
+    rate: float | None
+    ci_low: float | None  # Wilson score interval
+    ci_high: float | None
+
+
+def wilson(successes: int, n: int, confidence: float = CONFIDENCE) -> Proportion:
+    """A rate with its Wilson score interval (scipy's binomtest)."""
+    if n == 0:
+        return Proportion(0, 0, None, None, None)
+    ci = stats.binomtest(successes, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return Proportion(successes, n, successes / n, float(ci.low), float(ci.high))
+
+
+def fisher_p(a: Proportion, b: Proportion) -> float | None:
+    """Two-sided Fisher's exact test of two rates (the original's claimed p < 0.01)."""
+    if a.n == 0 or b.n == 0:
+        return None
+    table = [[a.successes, a.n - a.successes], [b.successes, b.n - b.successes]]
+    return float(stats.fisher_exact(table).pvalue)

@@ -1,0 +1,139 @@
+"""Optimization success rate: does a configured config beat its baseline?
+
+Each candidate config is paired with its baseline: the runs with the same
+value of every other factor but the baseline's values of the named keys
+(default ``options_mode=server_defaults``: the same grid point with no options
+sent, the original's paired "baseline"). Two rules, side by side:
+
+- **significance-gated** (cfexp): a success only when a one-sided Welch
+  t-test of the metric (candidate better than baseline) gives p < alpha with
+  at least :data:`~cfexp.report.stats.MIN_N_TEST` runs on each side; fewer
+  runs -> "n<3", not counted in the rate;
+- **original rule** (TR109/TR111, kept to compare with the published rates):
+  the candidate's first repetition beat the baseline's first repetition by
+  any amount (n = 1).
+
+Rates come with Wilson 95 % intervals. Pure: DataFrames in, DataFrames out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import pandas as pd
+
+from cfexp.report.load import REPETITION, short, sort_key
+from cfexp.report.stats import MIN_N_TEST, Proportion, compare, fisher_p, wilson
+
+DEFAULT_BASELINE = {"options_mode": "server_defaults"}
+
+
+@dataclass(frozen=True)
+class SuccessRule:
+    metric: str = "throughput_tok_s"
+    higher_is_better: bool = True
+    alpha: float = 0.05
+    baseline: Mapping[str, str] | None = None  # None = DEFAULT_BASELINE
+
+
+def pairs(used: pd.DataFrame, factors: list[str], rule: SuccessRule) -> pd.DataFrame:
+    """One row per candidate config: its baseline, both rules' verdicts, run ids."""
+    baseline = {f"params.{k}": str(v) for k, v in (rule.baseline or DEFAULT_BASELINE).items()}
+    metric = f"metrics.{rule.metric}"
+    if metric not in used.columns or not set(baseline) <= set(used.columns):
+        return pd.DataFrame()
+    keys = [c for c in factors if c not in baseline]
+    group_cols = keys + list(baseline)
+    rows = []
+    frame = used.copy()
+    for column in group_cols:
+        frame[column] = frame[column].fillna("-").astype(str)
+    grouped = {k if isinstance(k, tuple) else (k,): g for k, g in frame.groupby(group_cols, sort=False)}
+    base_values = tuple(baseline.values())
+    for key in sorted(grouped, key=lambda k: tuple(sort_key(v) for v in k)):
+        own = key[len(keys):]
+        if own == base_values:
+            continue
+        base = grouped.get(key[: len(keys)] + base_values)
+        if base is None:
+            continue
+        candidate = grouped[key]
+        comparison = compare(
+            base[metric].dropna(), candidate[metric].dropna(),
+            alternative="greater" if rule.higher_is_better else "less",
+        )
+        gated: bool | None = None
+        if comparison.tested and comparison.welch_p is not None:
+            gated = comparison.welch_p < rule.alpha
+        rows.append({
+            **{short(c): v for c, v in zip(keys, key[: len(keys)], strict=True)},
+            **{short(c): v for c, v in zip(list(baseline), own, strict=True)},
+            "n_candidate": comparison.n_b,
+            "n_baseline": comparison.n_a,
+            "mean_candidate": comparison.mean_b,
+            "mean_baseline": comparison.mean_a,
+            "p_one_sided": comparison.welch_p,
+            "success_gated": gated,
+            "note": comparison.note,
+            "success_original": _original(base, candidate, metric, rule.higher_is_better),
+            "run_ids_candidate": " ".join(sorted(candidate["run_id"])),
+            "run_ids_baseline": " ".join(sorted(base["run_id"])),
+        })
+    return pd.DataFrame(rows)
+
+
+def _first(group: pd.DataFrame, metric: str) -> float | None:
+    values = group.dropna(subset=[metric])
+    if values.empty:
+        return None
+    if REPETITION in values.columns:
+        repetition = pd.to_numeric(values[REPETITION], errors="coerce")
+        values = values.assign(_rep=repetition).sort_values(["_rep", "run_id"], na_position="last")
+    return float(values[metric].iloc[0])
+
+
+def _original(base: pd.DataFrame, candidate: pd.DataFrame, metric: str, higher: bool) -> bool | None:
+    """The original rule: first repetition against first repetition, any improvement."""
+    b, c = _first(base, metric), _first(candidate, metric)
+    if b is None or c is None:
+        return None
+    return c > b if higher else c < b
+
+
+def rates(table: pd.DataFrame, by: str | None) -> pd.DataFrame:
+    """Both rules' rates with Wilson 95 % intervals, per value of ``by`` (e.g. language)."""
+    if table.empty:
+        return pd.DataFrame()
+    groups = [("all", table)] if by is None or by not in table.columns else [
+        (str(k), g) for k, g in sorted(table.groupby(by), key=lambda kv: sort_key(kv[0]))
+    ]
+    rows = []
+    for name, group in groups:
+        gated = group["success_gated"].dropna()
+        original = group["success_original"].dropna()
+        g, o = wilson(int(gated.sum()), len(gated)), wilson(int(original.sum()), len(original))
+        rows.append({
+            "group": name,
+            "configs": len(group),
+            "untested_n_lt_3": int(group["success_gated"].isna().sum()),
+            "gated_successes": g.successes, "gated_n": g.n, "gated_rate": g.rate,
+            "gated_ci_low": g.ci_low, "gated_ci_high": g.ci_high,
+            "original_successes": o.successes, "original_n": o.n, "original_rate": o.rate,
+            "original_ci_low": o.ci_low, "original_ci_high": o.ci_high,
+        })
+    return pd.DataFrame(rows)
+
+
+def rate_difference_p(rate_table: pd.DataFrame, prefix: str) -> float | None:
+    """Fisher's exact p between the first two groups' rates (``prefix`` gated/original)."""
+    if len(rate_table) != 2:
+        return None
+    a, b = (
+        Proportion(int(r[f"{prefix}_successes"]), int(r[f"{prefix}_n"]), None, None, None)
+        for _, r in rate_table.iterrows()
+    )
+    return fisher_p(a, b)
+
+
+__all__ = ["DEFAULT_BASELINE", "MIN_N_TEST", "SuccessRule", "pairs", "rate_difference_p", "rates"]

@@ -1,0 +1,54 @@
+"""A small MLflow store made with cfexp's own Tracker: one sweep, both languages, one FAILED run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cfexp.tracking.store import Tracker
+
+EXPERIMENT = "reporttest"
+
+
+def _throughput(language: str, mode: str, rep: int) -> float:
+    # Rust configured clearly faster than its baseline; Python configured barely different.
+    base = {"python": 100.0, "rust": 200.0}[language]
+    gain = {"python": 0.0, "rust": 40.0}[language] if mode == "configured" else 0.0
+    return base + gain + (rep - 1) * 2.0 + (1.0 if mode == "configured" else 0.0)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> str:
+    """sqlite URI of a store with 2 languages x 2 options_modes x 3 repetitions + 1 FAILED run."""
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    (tmp_path / "mlruns").mkdir()
+    tracker = Tracker(uri, tmp_path / "mlruns" / "artifacts")
+    parent = tracker.start_run(EXPERIMENT, "sweep", {"cfexp.sweep": "parent"})
+    for language, runtime in (("python", "asyncio"), ("rust", "tokio")):
+        for mode in ("configured", "server_defaults"):
+            for rep in range(3):
+                run = tracker.start_run(EXPERIMENT, f"{runtime} {mode} {rep}", {
+                    "provenance": "simulated", "language": language, "runtime": runtime, "host": "testhost",
+                    "backend": "sim", "backend_version": "0.12.0", "model": "gemma3:270m",
+                    "model_digest": "simulated", "code_version": "abc123", "env.cpu_count": "2",
+                }, parent_run_id=parent)
+                tracker.log_params(run, {
+                    "language.name": language, "runtime.name": runtime, "runtime.language": language,
+                    "options_mode": mode, "repetition": rep, "ctx": 512, "paths.root_dir": str(tmp_path),
+                })
+                tput = _throughput(language, mode, rep)
+                tracker.log_metrics(run, {
+                    "throughput_tok_s": tput, "ttft_ms": 5000.0 / tput, "e2e_ms": 50000.0 / tput,
+                    "agent_startup_ms": {"python": 400.0, "rust": 3.0}[language] + rep,
+                    "agent_peak_rss_mb": {"python": 30.0, "rust": 3.5}[language] + rep * 0.1,
+                })
+                tracker.end_run(run, "FINISHED")
+    failed = tracker.start_run(EXPERIMENT, "asyncio configured 3", {"provenance": "simulated",
+                                                                    "error": "agent crashed"}, parent)
+    tracker.log_params(failed, {"language.name": "python", "runtime.name": "asyncio", "options_mode": "configured",
+                                "repetition": 3, "ctx": 512})
+    tracker.log_metrics(failed, {"throughput_tok_s": 1.0e6})  # absurd: must not reach any statistic
+    tracker.end_run(failed, "FAILED")
+    tracker.end_run(parent, "FAILED")
+    return uri
