@@ -148,6 +148,16 @@ class PathsConfig:
 
 
 @dataclass
+class TrialInfo:
+    """Which optimisation trial a job is; set by the sweeper (docs/optuna.md), else null."""
+
+    # The Optuna study the job is a trial of (hydra/sweeper=cfexp_optuna).
+    study: Optional[str] = None
+    # The trial's number in that study.
+    number: Optional[int] = None
+
+
+@dataclass
 class CfexpConfig:
     language: LanguageConfig = field(default_factory=LanguageConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
@@ -158,6 +168,8 @@ class CfexpConfig:
     timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    # Set per job by the Optuna sweeper; tagged on the job's MLflow run.
+    trial: TrialInfo = field(default_factory=TrialInfo)
 
     # Model options, top-level so `-m temperature=0.6,0.8` needs no quoting.
     gpu_layers: int = 80

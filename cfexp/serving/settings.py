@@ -65,6 +65,16 @@ class SimSettings:
     # Decode rates (tokens/s) with no layer / every layer offloaded.
     decode_cpu_tok_s: float = 25.0
     decode_gpu_tok_s: float = 120.0
+    # An optional optimum of the decode rate, so a search has a known best config
+    # (off while both are None). The rate is multiplied by
+    # floor + (1 - floor) * exp(-(log2(num_ctx / optimum_num_ctx)^2 + ((L - optimum_num_gpu) / width)^2)),
+    # L = offloaded layers; an unset optimum contributes no term.
+    optimum_num_gpu: int | None = None
+    optimum_num_ctx: int | None = None
+    # The optimum's width along the offloaded layers, in layers.
+    optimum_width: float = 4.0
+    # The multiplier far from the optimum: keeps a bad config slow, not endless.
+    optimum_floor: float = 0.25
     # Coefficient of variation of the log-normal jitter on every duration (0 = none).
     jitter_cv: float = 0.05
     # Wall-clock time = model time * time_scale (0.01 makes tests 100x faster).
@@ -149,6 +159,13 @@ _RULES: dict[str, tuple[_Check, str]] = {
     "drop_after_tokens": (lambda v: v is None or (_is_int(v) and v >= 0), "null or a whole number >= 0"),
     "drop_every_n": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
     "model_name": (lambda v: isinstance(v, str) and v.strip() != "", "a non-empty model name"),
+    "optimum_num_gpu": (lambda v: v is None or (_is_int(v) and v >= 0), "null or a whole number of layers >= 0"),
+    "optimum_num_ctx": (
+        lambda v: v is None or (_is_int(v) and 16 <= v <= 1 << 20),
+        "null or a whole number of tokens from 16 to 1048576",
+    ),
+    "optimum_width": (lambda v: _is_number(v) and v > 0, "a number of layers > 0"),
+    "optimum_floor": (lambda v: _is_number(v) and 0 < v <= 1, "a number above 0, at most 1"),
 }
 
 # Type rules for keys without a range rule, by the field's declared type.

@@ -15,6 +15,10 @@ report the durations actually measured. Formulas (see docs/serving.md):
   ``eval_duration = eval_count * decode per-token time``
 - jitter: log-normal with mean 1 and coefficient of variation ``jitter_cv``,
   drawn independently for the load, the prefill and every decode step
+- optional optimum (``optimum_num_gpu`` / ``optimum_num_ctx`` set): the decode
+  per-token time is divided by ``floor + (1 - floor) * exp(-d)``,
+  ``d = log2(num_ctx / optimum_num_ctx)^2 + ((L - optimum_num_gpu) / optimum_width)^2``
+  with ``L`` the offloaded layers (an unset optimum adds nothing to ``d``)
 
 Prompt tokens are estimated as ``ceil(chars / 4)`` of the rendered prompt. The
 request's ``temperature``, ``top_p``, ``top_k``, ``repeat_penalty`` and ``seed``
@@ -149,6 +153,24 @@ class SimEngine:
         fraction = layers / self.settings.n_layers
         return (1.0 - fraction) / cpu_tok_s + fraction / gpu_tok_s
 
+    def optimum_factor(self, layers: int, num_ctx: int) -> float:
+        """The decode rate's multiplier from the optional optimum term (1 when it is off)."""
+        settings = self.settings
+        if settings.optimum_num_gpu is None and settings.optimum_num_ctx is None:
+            return 1.0
+        distance = 0.0
+        if settings.optimum_num_ctx is not None:
+            distance += math.log2(num_ctx / settings.optimum_num_ctx) ** 2
+        if settings.optimum_num_gpu is not None:
+            distance += ((layers - settings.optimum_num_gpu) / settings.optimum_width) ** 2
+        floor = settings.optimum_floor
+        return floor + (1.0 - floor) * math.exp(-distance)
+
+    def decode_seconds(self, layers: int, num_ctx: int) -> float:
+        """Model time of one decode step (before jitter and time_scale)."""
+        base = self.token_seconds(self.settings.decode_cpu_tok_s, self.settings.decode_gpu_tok_s, layers)
+        return base / self.optimum_factor(layers, num_ctx)
+
     def load_seconds(self, num_ctx: int) -> float:
         return self.settings.load_base_s + self.settings.load_s_per_1k_ctx * num_ctx / 1024
 
@@ -226,7 +248,7 @@ class SimEngine:
             prepared.request.options.num_predict, settings.default_num_predict, room
         )
         asked = prepared.request.options.num_predict is not None and prepared.request.options.num_predict >= 0
-        step_s = self.token_seconds(settings.decode_cpu_tok_s, settings.decode_gpu_tok_s, layers)
+        step_s = self.decode_seconds(layers, num_ctx)
         deadline = t_decode
         generated: list[str] = []
         state.cached_text = prepared.prompt_text  # a cut stream still leaves the prompt cached
