@@ -23,7 +23,7 @@ rust:
 
 ## Python lint (pyflakes, pycodestyle, bugbear, pyupgrade; config in pyproject.toml).
 lint:
-	.venv/bin/ruff check cfexp tests benchmarks
+	.venv/bin/ruff check cfexp hydra_plugins tests benchmarks
 
 test-rust:
 	cd rust && cargo fmt --all --check && cargo clippy --all-targets --all-features -- -D warnings && cargo test --all-features

@@ -19,8 +19,9 @@ import pandas as pd
 from cfexp.errors import TrackingError
 from cfexp.tracking.query import search_runs
 
-# Params that never define a config: where files go, and the repetition index itself.
-_NOT_FACTORS = ("params.paths.", "params.tracking.", "params.hydra.")
+# Params that never define a config: where files go, the repetition index
+# itself, and an Optuna trial's bookkeeping (study name, trial number).
+_NOT_FACTORS = ("params.paths.", "params.tracking.", "params.hydra.", "params.trial.")
 REPETITION = "params.repetition"
 # Factors in the order the report shows them; others follow, sorted.
 FACTOR_ORDER = (
