@@ -43,12 +43,17 @@ def sim_server(tmp_path: Path) -> Iterator[str]:
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     assert process.stdout is not None
-    ready = process.stdout.readline()
-    assert ready.startswith("CFEXP_SERVING_READY"), ready
-    yield f"http://127.0.0.1:{port}"
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=10) == 0  # `cfexp serve` stops cleanly on SIGTERM
-    process.stdout.close()
+    try:  # stopped even when the test (or this set-up) fails: no orphan server
+        ready = process.stdout.readline()
+        assert ready.startswith("CFEXP_SERVING_READY"), ready
+        yield f"http://127.0.0.1:{port}"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0  # `cfexp serve` stops cleanly on SIGTERM
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stdout.close()
 
 
 def test_cfexp_serve_answers_both_apis(sim_server: str) -> None:
