@@ -26,7 +26,7 @@ from cfexp.errors import CfexpError, ConfigError
 from cfexp.redact import redact_overrides
 from cfexp.servers.base import ServerInstance
 from cfexp.servers.pool import POOL, launch_specs
-from cfexp.tracking.jobs import JobRun
+from cfexp.tracking.jobs import JobRun, is_multirun
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,6 @@ def run_job(cfg: DictConfig) -> dict[str, float] | None:
 
 def _servers_dir(hydra_cfg: Any, job_dir: Path) -> Path:
     """Server logs live beside the jobs that may share them."""
-    if hydra_cfg.mode is not None and str(hydra_cfg.mode) == "RunMode.MULTIRUN":
+    if is_multirun(hydra_cfg):
         return Path(hydra_cfg.sweep.dir) / "servers"
     return job_dir / "servers"

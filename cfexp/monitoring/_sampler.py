@@ -76,6 +76,7 @@ class SystemSampler:
         self.include_children = include_children
         self._interval_ns = int(interval_s * _NS_PER_S)
         self._lock = threading.Lock()
+        self._ready = threading.Event()
         self._stop_event = threading.Event()
         self._thread: threading.Thread | None = None
         self._result: SystemSamples | None = None
@@ -100,6 +101,10 @@ class SystemSampler:
         self._t0_ns = time.monotonic_ns()
         self._thread = threading.Thread(target=self._run, name="cfexp-system-sampler", daemon=True)
         self._thread.start()
+        # Wait for the thread's set-up (the GPU library probe costs ~20 ms of CPU
+        # the first time): done now, it cannot compete with the start-up of the
+        # agent the caller launches next, which is being measured.
+        self._ready.wait(timeout=5.0)
         return self
 
     def stop(self) -> SystemSamples:
@@ -186,7 +191,10 @@ class SystemSampler:
         # psutil keeps the previous machine CPU times per thread: prime them here.
         psutil.cpu_percent(interval=None)
         psutil.cpu_percent(interval=None, percpu=True)
-        gpu = NvmlReader.open()
+        try:
+            gpu = NvmlReader.open()
+        finally:
+            self._ready.set()
         self._gpu_available = gpu is not None
         deadline_ns = self._t0_ns + self._interval_ns
         try:

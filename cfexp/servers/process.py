@@ -90,6 +90,13 @@ class ManagedProcess:
     def wait_ready(self, timeout_s: float) -> str | None:
         """The ready line, or None if the child exited or the time ran out first."""
         self._ready_event.wait(timeout_s)
+        if self._ready_line is None and self._ready_event.is_set():
+            # Its output ended: it is exiting. Its exit status can lag the end of
+            # its output by a moment; wait for it, so callers see alive() False.
+            try:
+                self.popen.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
         return self._ready_line
 
     def alive(self) -> bool:

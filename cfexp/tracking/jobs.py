@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from cfexp.config.schema import CfexpConfig
@@ -110,6 +111,11 @@ def swept_keys(overrides: list[str]) -> list[str]:
     return [o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()]
 
 
+def is_multirun(hydra_cfg: Any) -> bool:
+    """Whether this job is one of a sweep's (Hydra's ``-m``)."""
+    return bool(hydra_cfg.mode == RunMode.MULTIRUN)
+
+
 def read_parent(sweep_dir: Path) -> dict[str, Any] | None:
     """The parent run's file: ``run_id``, ``tracking_uri``, ``swept_keys``."""
     path = sweep_dir / PARENT_FILE
@@ -136,7 +142,7 @@ class JobRun:
     ) -> JobRun:
         tracker = tracker_for(settings.tracking.uri, Path(settings.paths.mlruns_dir))
         parent = None
-        if str(hydra_cfg.mode) == "RunMode.MULTIRUN":
+        if is_multirun(hydra_cfg):
             parent = read_parent(Path(hydra_cfg.sweep.dir))
         tags = {
             "overrides": " ".join(overrides),

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::{
     Behavior, Run, Server, TempDir, agent, make_data_dir, ollama_lines, openai_events, run_agent,
-    run_args, spec,
+    run_args, run_single, spec,
 };
 use serde_json::{Value, json};
 
@@ -79,17 +79,7 @@ fn failed_call(run: &Run, kind: &str) -> Value {
 pub fn single_inference_ollama(bin: &str, runtime: &str) {
     let server =
         Server::start(|_| Behavior::stream(ollama_lines(&["Hel", "", "lo", " world"], 4), GAP));
-    let dir = TempDir::new("si");
-    let data = make_data_dir(dir.path());
-    let run = run_agent(
-        bin,
-        dir.path(),
-        &spec(
-            "single_inference",
-            &data,
-            vec![agent(0, &server.base_url(), "ollama")],
-        ),
-    );
+    let run = run_single(bin, "si", "single_inference", &server.base_url(), "ollama");
     assert_eq!(run.code, Some(0), "stderr:\n{}", run.stderr);
     assert_well_formed(&run, runtime);
     assert_eq!(run.kinds(), ["ready", "call", "agent", "done"]);
@@ -225,17 +215,7 @@ pub fn single_agent_openai(bin: &str, runtime: &str) {
 
 pub fn http_500(bin: &str, _runtime: &str) {
     let server = Server::start(|_| Behavior::status(500, "{\"error\":\"boom\"}"));
-    let dir = TempDir::new("500");
-    let data = make_data_dir(dir.path());
-    let run = run_agent(
-        bin,
-        dir.path(),
-        &spec(
-            "single_agent",
-            &data,
-            vec![agent(0, &server.base_url(), "ollama")],
-        ),
-    );
+    let run = run_single(bin, "500", "single_agent", &server.base_url(), "ollama");
     assert_well_formed(&run, _runtime);
     let call = failed_call(&run, "http_status");
     assert_eq!(call["http_status"], 500);
@@ -250,14 +230,8 @@ pub fn connection_refused(bin: &str, runtime: &str) {
         .local_addr()
         .unwrap()
         .port();
-    let dir = TempDir::new("refused");
-    let data = make_data_dir(dir.path());
     let url = format!("http://127.0.0.1:{port}");
-    let run = run_agent(
-        bin,
-        dir.path(),
-        &spec("single_inference", &data, vec![agent(0, &url, "openai")]),
-    );
+    let run = run_single(bin, "refused", "single_inference", &url, "openai");
     assert_well_formed(&run, runtime);
     let call = failed_call(&run, "connect");
     assert_eq!(call["http_status"], Value::Null);
@@ -266,16 +240,12 @@ pub fn connection_refused(bin: &str, runtime: &str) {
 
 pub fn server_hangs_up(bin: &str, runtime: &str) {
     let server = Server::start(|_| Behavior::HangUp);
-    let dir = TempDir::new("hangup");
-    let data = make_data_dir(dir.path());
-    let run = run_agent(
+    let run = run_single(
         bin,
-        dir.path(),
-        &spec(
-            "single_inference",
-            &data,
-            vec![agent(0, &server.base_url(), "ollama")],
-        ),
+        "hangup",
+        "single_inference",
+        &server.base_url(),
+        "ollama",
     );
     assert_well_formed(&run, runtime);
     let call = failed_call(&run, "connect");
@@ -351,16 +321,12 @@ pub fn malformed_stream(bin: &str, runtime: &str) {
         lines.insert(1, "this is not json\n".to_owned());
         Behavior::stream(lines, GAP)
     });
-    let dir = TempDir::new("malformed");
-    let data = make_data_dir(dir.path());
-    let run = run_agent(
+    let run = run_single(
         bin,
-        dir.path(),
-        &spec(
-            "single_agent",
-            &data,
-            vec![agent(0, &server.base_url(), "ollama")],
-        ),
+        "malformed",
+        "single_agent",
+        &server.base_url(),
+        "ollama",
     );
     assert_well_formed(&run, runtime);
     let call = failed_call(&run, "malformed_stream");
@@ -580,16 +546,12 @@ pub fn rebuffering(bin: &str, runtime: &str) {
         let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
         Behavior::stream(ollama_lines(&refs, 12), Duration::from_millis(30))
     });
-    let dir = TempDir::new("rebuffer");
-    let data = make_data_dir(dir.path());
-    let run = run_agent(
+    let run = run_single(
         bin,
-        dir.path(),
-        &spec(
-            "single_inference",
-            &data,
-            vec![agent(0, &server.base_url(), "ollama")],
-        ),
+        "rebuffer",
+        "single_inference",
+        &server.base_url(),
+        "ollama",
     );
     assert_eq!(run.code, Some(0), "stderr:\n{}", run.stderr);
     assert_well_formed(&run, runtime);

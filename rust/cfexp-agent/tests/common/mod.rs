@@ -374,6 +374,18 @@ impl Run {
 }
 
 /// Runs `bin` on `spec` (written into `dir`); kills it after 60 s.
+/// One agent, one scenario, in a fresh temporary folder with the test data:
+/// the set-up most end-to-end cases share.
+pub fn run_single(bin: &str, tag: &str, scenario: &str, base_url: &str, api: &str) -> Run {
+    let dir = TempDir::new(tag);
+    let data = make_data_dir(dir.path());
+    run_agent(
+        bin,
+        dir.path(),
+        &spec(scenario, &data, vec![agent(0, base_url, api)]),
+    )
+}
+
 pub fn run_agent(bin: &str, dir: &Path, spec: &Value) -> Run {
     let spec_path = dir.join("spec.json");
     std::fs::write(&spec_path, serde_json::to_vec_pretty(spec).unwrap()).unwrap();
