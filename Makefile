@@ -2,20 +2,24 @@
 # Each target sets up what it needs (idempotently) before it runs.
 PY := .venv/bin/python
 
-.PHONY: run test check setup rust lint test-rust test-python ui
+.PHONY: run test check setup postgres rust lint test-rust test-python ui
 
 ## Run the default experiment: Python agent, embedded Gemma 3 270M on llama.cpp.
 run: setup
 	$(PY) -m cfexp
 
 ## Run every test (Python and Rust) and the linters, exactly as CI does.
-test: setup rust lint test-rust test-python
+test: setup postgres rust lint test-rust test-python
 
 ## Formatting, lint, types and all tests for both languages.
 check: test
 
 setup:
 	./scripts/bootstrap
+
+## PostgreSQL's programs for the shared-tracking tests (Debian's packages; installs when missing).
+postgres:
+	./scripts/postgres >/dev/null
 
 ## Build every Rust agent variant (release, cached by cargo).
 rust:

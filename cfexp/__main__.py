@@ -5,11 +5,14 @@
     python -m cfexp backend=sim scenario=single_inference
 
 Exit status: 0 when every job finished, 1 when any failed, 2 when every job
-was rejected as an invalid config.
+was rejected as an invalid config or an output folder cannot be written,
+130 after Ctrl-C (SIGINT) and 143 after SIGTERM: the running job's run is then
+KILLED, the sweep's parent run too, and every server and agent is stopped.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -17,7 +20,7 @@ import hydra
 from omegaconf import DictConfig
 
 from cfexp.config.schema import register_configs
-from cfexp.servers.process import install_cleanup_handlers
+from cfexp.servers.process import Terminated, install_cleanup_handlers, stop_all
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -32,10 +35,31 @@ def _hydra_entry(cfg: DictConfig) -> dict[str, float] | None:
 def main() -> None:
     register_configs()
     install_cleanup_handlers()
-    _hydra_entry()
+    try:
+        _hydra_entry()
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated)
+        sys.exit(_interrupted(exc))
     from cfexp.app.callback import Outcome
 
     sys.exit(Outcome.exit_code)
+
+
+def _interrupted(exc: KeyboardInterrupt) -> int:
+    """Stop every child, close the sweep's parent run KILLED; the exit status."""
+    signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
+    # A second signal during this clean-up must not cut it short.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stop_all()
+    reason = str(exc) or "interrupted by the user (Ctrl-C)"
+    try:
+        from cfexp.app.callback import close_interrupted
+
+        close_interrupted(reason)
+    except Exception as error:  # the store may be what broke: still exit cleanly
+        print(f"cfexp: could not close the sweep's parent run: {error}", file=sys.stderr)
+    print(f"cfexp: {reason}; any running job was marked KILLED and every server and agent stopped.",
+          file=sys.stderr)
+    return 128 + signum
 
 
 if __name__ == "__main__":

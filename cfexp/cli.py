@@ -4,6 +4,7 @@
     cfexp serve llamacpp --port 8080        # the embedded model, standalone
     cfexp ui                                # MLflow UI on the default store
     cfexp report --experiment tr115         # report.md + CSVs + PNGs in reports/tr115/
+    cfexp sync                              # upload runs kept while the tracking server was unreachable
 
 Experiments themselves run with ``python -m cfexp`` (Hydra).
 """
@@ -68,10 +69,37 @@ def _report(args: argparse.Namespace) -> int:
             metric=args.success_metric, higher_is_better=not args.lower_is_better,
             alpha=args.alpha, baseline=baseline,
         ),
+        study_storage=args.study_storage,
     )
     path = generate_report(options)
     print(f"report written: {path}")
     return 0
+
+
+def _sync(args: argparse.Namespace) -> int:
+    from cfexp.tracking.spool import pending, reachable, spool_root, upload_spool
+    from cfexp.tracking.store import Tracker
+
+    mlruns = Path(args.mlruns)
+    root = spool_root(mlruns)
+    targets = [args.tracking_uri] if args.tracking_uri else sorted(
+        {json.loads((root / run_id / "run.json").read_text())["tracking_uri"] for run_id in pending(root)}
+    )
+    if not targets:
+        print(f"nothing to upload: no spooled run in {root}")
+        return 0
+    code = 0
+    for uri in targets:
+        if not reachable(uri):
+            print(f"cfexp: the tracking server <uri={uri}> cannot be reached: its runs stay in {root}", file=sys.stderr)
+            code = 1
+            continue
+        result = upload_spool(Tracker(uri, mlruns / "artifacts"), root, any_uri=bool(args.tracking_uri))
+        print(f"{uri}: uploaded {len(result.uploaded)} run(s), {len(result.busy)} still being written")
+        for run_id, why in result.failed.items():
+            print(f"cfexp: {run_id} not uploaded: {why}", file=sys.stderr)
+            code = 1
+    return code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,10 +138,22 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--success-metric", default="throughput_tok_s", help="metric of the success rate")
     report.add_argument("--lower-is-better", action="store_true", help="for --success-metric, e.g. ttft_ms")
     report.add_argument(
+        "--study-storage", default=None,
+        help="Optuna storage URL of the studies (default: the one each sweep's parent run names)",
+    )
+    report.add_argument(
         "--baseline", default=None,
         help="the baseline config as key=value[,key=value] (default: options_mode=server_defaults)",
     )
     report.set_defaults(func=_report)
+
+    sync = commands.add_parser("sync", help="upload runs kept locally while the tracking server was unreachable")
+    sync.add_argument("--mlruns", default="mlruns", help="folder holding spool/ (default: ./mlruns)")
+    sync.add_argument(
+        "--tracking-uri", default=None,
+        help="upload every spooled run here (default: each run to the server it was meant for)",
+    )
+    sync.set_defaults(func=_sync)
     return parser
 
 

@@ -1,7 +1,8 @@
 """Hydra callback: the sweep's parent run, the failure summary, server shutdown.
 
-- ``on_multirun_start``: create the parent MLflow run and write its id into
-  the sweep folder, where every job (in any process) finds it.
+- ``on_run_start`` / ``on_multirun_start``: check that the output folders can
+  be written (else exit 2 before any job); for a sweep, create the parent MLflow
+  run and write its id into the sweep folder, where every job finds it.
 - ``on_multirun_end`` / ``on_run_end``: stop servers kept for the sweep, read
   every job's status file, print a summary of what failed, close the parent
   run, and remember the outcome so ``python -m cfexp`` exits non-zero.
@@ -13,6 +14,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +22,9 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from cfexp.app import status
-from cfexp.redact import redact_overrides
+from cfexp.redact import mask_in_logs, redact_overrides, secret_values
 from cfexp.servers.pool import POOL
-from cfexp.tracking.jobs import PARENT_FILE, flatten, swept_keys, tracker_for
+from cfexp.tracking.jobs import PARENT_FILE, is_multirun, start_parent, tracker_for
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,8 @@ class Outcome:
     """What the last run or sweep of this process ended with (read by __main__)."""
 
     exit_code = 0
+    # The running sweep's config, for close_interrupted (None outside a multirun).
+    sweep_config: DictConfig | None = None
 
 
 def _mlruns_dir(config: DictConfig) -> Path:
@@ -40,27 +44,59 @@ def _mlruns_dir(config: DictConfig) -> Path:
         return Path(os.getcwd()) / "mlruns"
 
 
+def _require_writable(path: Path, key: str) -> None:
+    """Exit 2 with one clear paragraph, before any job or server, when ``path`` cannot be written.
+
+    A SystemExit, because Hydra turns a callback's exceptions into warnings.
+    """
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path, prefix=".cfexp-write-check-"):
+            pass
+    except OSError as exc:
+        print(
+            f"cfexp: cannot write the output folder <{key}={path}>: {exc.strerror or exc}. "
+            f"No job was started. Give {key} a folder you can write "
+            f"(e.g. {key}=/tmp/cfexp-out), or fix the permissions of the existing one.",
+            file=sys.stderr,
+        )
+        raise SystemExit(2) from exc
+
+
+def _require_writable_outputs(config: DictConfig, output_dir: str, key: str) -> None:
+    _require_writable(Path(output_dir), key)
+    if config.tracking.uri is None and not os.environ.get("MLFLOW_TRACKING_URI"):  # the local store
+        _require_writable(_mlruns_dir(config), "paths.mlruns_dir")
+
+
 class CfexpCallback(Callback):
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _require_writable_outputs(config, config.hydra.run.dir, "hydra.run.dir")
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _require_writable_outputs(config, config.hydra.sweep.dir, "hydra.sweep.dir")
+        POOL.sweep_started()
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         tracker = tracker_for(config.tracking.uri, _mlruns_dir(config))
         overrides = redact_overrides(config.hydra.overrides.task)
-        run_id = tracker.start_run(
-            config.tracking.experiment,
-            run_name=f"sweep {sweep_dir.name}: {' '.join(overrides)}",
-            tags={"cfexp.sweep": "parent", "overrides": " ".join(overrides), "sweep_dir": str(sweep_dir)},
-        )
-        tracker.log_params(run_id, flatten({"sweep": {"overrides": overrides}}))
-        (sweep_dir / PARENT_FILE).write_text(
-            json.dumps(
-                {"run_id": run_id, "tracking_uri": tracker.uri, "swept_keys": swept_keys(overrides)},
-                indent=2,
-            )
-        )
+        # Hydra logs each job's overrides as it launches it: mask literal secrets.
+        mask_in_logs(v for s in secret_values(config.hydra.overrides.task) for v in (s, *s.split(",")))
+        resume = bool(config.get("resume", False))
+        run_id = start_parent(tracker, config.tracking.experiment, sweep_dir, overrides, resume)
+        Outcome.sweep_config = config
         log.info("MLflow parent run %s (%s)", run_id, tracker.uri)
 
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # In the job's process, which may not be the launching one (submitit, Ray):
+        # there a per_sweep pool cannot be shared with the other jobs.
+        POOL.job_started(
+            multirun=is_multirun(config.hydra),
+            launcher=str(config.hydra.runtime.choices.get("hydra/launcher", "basic")),
+        )
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        Outcome.sweep_config = None  # ended here, not by close_interrupted
         POOL.close()
         sweep_dir = Path(config.hydra.sweep.dir)
         statuses = status.read_all(sweep_dir)
@@ -79,6 +115,25 @@ class CfexpCallback(Callback):
         job_dir = Path(config.hydra.runtime.output_dir)
         statuses = [s for s in [_read_one(job_dir)] if s is not None]
         _report(statuses, [s for s in statuses if not s.ok])
+
+
+def close_interrupted(reason: str) -> None:
+    """After Ctrl-C or SIGTERM (Hydra calls no end hook then): stop the servers
+    kept for the sweep and end its parent run KILLED, with the summary so far."""
+    POOL.close()
+    config, Outcome.sweep_config = Outcome.sweep_config, None
+    if config is None:
+        return
+    sweep_dir = Path(config.hydra.sweep.dir)
+    parent_file = sweep_dir / PARENT_FILE
+    if not parent_file.exists():
+        return
+    statuses = status.read_all(sweep_dir)
+    tracker = tracker_for(config.tracking.uri, _mlruns_dir(config))
+    run_id = json.loads(parent_file.read_text())["run_id"]
+    tracker.set_tags(run_id, {"jobs": str(len(statuses)), "failed_jobs": str(sum(not s.ok for s in statuses))})
+    tracker.log_text(run_id, f"{reason}\n{_summary(statuses)}", "sweep_summary.txt")
+    tracker.end_run(run_id, "KILLED")
 
 
 def _read_one(job_dir: Path) -> status.JobStatus | None:

@@ -12,6 +12,9 @@ from pathlib import Path
 
 STATUS_FILE = "cfexp_status.json"
 FINISHED, FAILED, KILLED, INVALID_CONFIG = "FINISHED", "FAILED", "KILLED", "INVALID_CONFIG"
+# resume=true found a FINISHED run of the same config: not run again (run_id is that run).
+SKIPPED = "SKIPPED"
+OK_STATUSES = (FINISHED, SKIPPED)
 
 
 @dataclass(frozen=True)
@@ -23,7 +26,7 @@ class JobStatus:
 
     @property
     def ok(self) -> bool:
-        return self.status == FINISHED
+        return self.status in OK_STATUSES
 
 
 def write(

@@ -43,6 +43,11 @@ def run_job(cfg: DictConfig) -> dict[str, float] | None:
         status.write(job_dir, status.INVALID_CONFIG, overrides, error=str(exc))
         return None
 
+    if settings.resume and (earlier := JobRun.finished_before(settings, cfg)) is not None:
+        # Before any server starts; the earlier metrics still feed a sweeper.
+        log.info("resume: this config already has FINISHED run %s; skipped", earlier.run_id)
+        status.write(job_dir, status.SKIPPED, overrides, run_id=earlier.run_id)
+        return earlier.metrics
     job = JobRun.start(settings, cfg, overrides, hydra_cfg)
     instances: list[ServerInstance] = []
     try:
@@ -68,10 +73,11 @@ def run_job(cfg: DictConfig) -> dict[str, float] | None:
         job.fail(str(exc))
         status.write(job_dir, status.FAILED, overrides, error=str(exc), run_id=job.run_id)
         return None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (cfexp.servers.process.Terminated)
         POOL.close()
-        job.kill("interrupted by the user")
-        status.write(job_dir, status.KILLED, overrides, error="interrupted", run_id=job.run_id)
+        reason = str(exc) or "interrupted by the user (Ctrl-C)"
+        job.kill(reason)
+        status.write(job_dir, status.KILLED, overrides, error=reason, run_id=job.run_id)
         raise
     except Exception as exc:  # a bug in cfexp: still recorded, still cleaned up
         log.exception("unexpected error")
@@ -84,7 +90,7 @@ def run_job(cfg: DictConfig) -> dict[str, float] | None:
 
 
 def _servers_dir(hydra_cfg: Any, job_dir: Path) -> Path:
-    """Server logs live beside the jobs that may share them."""
-    if is_multirun(hydra_cfg):
+    """Server logs live beside the jobs that may share them (in parallel jobs: their own)."""
+    if is_multirun(hydra_cfg) and POOL.shared_across_jobs:
         return Path(hydra_cfg.sweep.dir) / "servers"
     return job_dir / "servers"

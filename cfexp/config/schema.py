@@ -49,6 +49,10 @@ class TopologyConfig:
     warmup_calls: int = 0
     # System metrics (CPU, memory, per-process, GPU) sampling period; 0 = off.
     sample_interval_s: float = 0.5
+    # auto | always | never: hold this host's lock from starting managed servers
+    # until they stop, so parallel jobs on one host never share its cores or GPU
+    # (auto = for llamacpp/ollama servers cfexp starts; see docs/scale.md).
+    host_lock: str = "auto"
 
 
 @dataclass
@@ -188,6 +192,9 @@ class CfexpConfig:
     defeat_prompt_cache: bool = False
     # A free index so a multirun can repeat one config: `-m repetition=0,1,2`.
     repetition: int = 0
+    # Skip jobs whose config already has a FINISHED run; a sweep reuses its
+    # parent run (docs/tracking.md, "Resuming a sweep").
+    resume: bool = False
 
 
 def register_configs() -> None:

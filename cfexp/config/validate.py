@@ -9,6 +9,7 @@ as ``<key=value>`` and says what is allowed.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ BACKENDS = ("llamacpp", "sim", "ollama", "openai")
 APIS = ("ollama", "openai")
 SCENARIOS = ("single_inference", "single_agent", "multi_agent")
 LIFECYCLES = ("per_job", "per_sweep", "external")
+HOST_LOCK_MODES = ("auto", "always", "never")
 MULTI_MODES = ("baseline_vs_chimera", "chimera_homo", "chimera_hetero")
 TOPOLOGY_INSTANCES = {"single": 1, "dual": 2}
 OPTIONS_MODES = ("configured", "server_defaults")
@@ -54,6 +56,16 @@ def _positive(value: Any) -> bool:
     return bool(value > 0)
 
 
+def _loopback(value: Any) -> bool:
+    """Managed servers are never reachable from other machines (docs/security.md)."""
+    if value == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(str(value)).is_loopback
+    except ValueError:
+        return False
+
+
 def _one_of(words: tuple[str, ...]) -> Callable[[Any], bool]:
     return lambda value: value in words
 
@@ -69,10 +81,15 @@ _RULES = (
     _Rule("backend.api", _one_of(APIS), f"one of {', '.join(APIS)}"),
     _Rule("backend.threads", _at_least(0), "a whole number >= 0 (0 = auto)"),
     _Rule("backend.slots", _at_least(1), "a whole number >= 1"),
+    _Rule(
+        "backend.host", _loopback,
+        "a loopback address (127.0.0.1, ::1 or localhost): managed servers never listen beyond this machine",
+    ),
     _Rule("scenario.name", _one_of(SCENARIOS), f"one of {', '.join(SCENARIOS)}"),
     _Rule("scenario.agents", _at_least(1), "a whole number >= 1"),
     _Rule("topology.instances", _at_least(1), "a whole number >= 1"),
     _Rule("topology.lifecycle", _one_of(LIFECYCLES), f"one of {', '.join(LIFECYCLES)}"),
+    _Rule("topology.host_lock", _one_of(HOST_LOCK_MODES), f"one of {', '.join(HOST_LOCK_MODES)}"),
     _Rule("topology.warmup_calls", _at_least(0), "a whole number >= 0"),
     _Rule("topology.sample_interval_s", _between(0.0, 60.0), "a number of seconds from 0 (off) to 60"),
     _Rule("scenario.mode", _one_of(MULTI_MODES), f"one of {', '.join(MULTI_MODES)}"),

@@ -1,10 +1,14 @@
 """Reports from the tracking store: ``cfexp report --experiment NAME``.
 
-Reads runs only (through :mod:`cfexp.tracking.query`), never an LLM server:
+Reads runs only (through :mod:`cfexp.tracking.query`; an Optuna search's storage
+too), never an LLM server:
 
 - :mod:`cfexp.report.load` — runs -> DataFrame, configs, provenance;
 - :mod:`cfexp.report.stats` — pure statistics (scipy);
 - :mod:`cfexp.report.success` — optimization success rate, two rules;
+- :mod:`cfexp.report.study_store`, :mod:`cfexp.report.study` — an Optuna
+  study's trials (read from its storage), best trials, importances, success
+  rate against the baseline;
 - :mod:`cfexp.report.tables` — the report's tables;
 - :mod:`cfexp.report.plots` — deterministic PNG figures;
 - :mod:`cfexp.report.markdown`, :mod:`cfexp.report.writer` — report.md and CSVs.

@@ -121,3 +121,34 @@ def contention_table(frame: pd.DataFrame) -> str:
             f"[{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]"),
         ("parallel efficiency % (mean)", lambda r: num(r["parallel_efficiency_pct_mean"])),
     ])
+
+
+def trials_table(frame: pd.DataFrame, params: Sequence[str], metrics: Sequence[str]) -> str:
+    """Trials (best trials, Pareto front) with their run ids, parameters and objective values."""
+    return frame_rows(frame, [
+        ("trial", lambda r: r["trial"]),
+        ("run id", lambda r: f"`{r['run_id']}`"),
+        ("baseline", lambda r: "yes" if r["baseline"] else ""),
+        *((p, lambda r, p=p: num(r[f"param {p}"])) for p in params),
+        *((m, lambda r, m=m: num(r[f"value {m}"])) for m in metrics),
+    ])
+
+
+def importance_table(frame: pd.DataFrame, metrics: Sequence[str]) -> str:
+    return frame_rows(frame, [
+        ("parameter", lambda r: r["param"]),
+        *((f"importance for {m}", lambda r, m=m: num(r.get(f"importance {m}"), 3)) for m in metrics),
+    ])
+
+
+def study_success_table(rates: pd.DataFrame) -> str:
+    return frame_rows(rates, [
+        ("objective", lambda r: r["objective"]),
+        ("searched trials", lambda r: r["searched_trials"]),
+        ("failed", lambda r: r["failed"]),
+        ("significance-gated [Wilson 95% CI]", lambda r: rate_cell(
+            r["gated_successes"], r["gated_n"], r["gated_rate"], r["gated_ci_low"], r["gated_ci_high"])),
+        ("untested (n<3)", lambda r: r["untested_n_lt_3"]),
+        ("better than the baseline mean [Wilson 95% CI]", lambda r: rate_cell(
+            r["naive_successes"], r["naive_n"], r["naive_rate"], r["naive_ci_low"], r["naive_ci_high"])),
+    ])

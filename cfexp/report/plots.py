@@ -123,3 +123,44 @@ def versus_parameter(used: pd.DataFrame, factors: list[str], metric: str, out: P
             ax.legend(title=short(hue), fontsize=7)
     axes[0][0].set_title(f"{metric}: mean ± 95 % CI over the other factors", fontsize=9)
     return _save(fig, out, f"{prefix}{metric}_vs_parameters.png")
+
+
+def optimization_history(
+    trials: pd.DataFrame, metrics: list[str], directions: list[str], best: list[int], out: Path, name: str
+) -> str | None:
+    """Each objective against the trial number: completed trials (baseline apart), the best so
+    far among searched trials, the best trials ringed, failed trials as marks on the axis."""
+    if trials.empty:
+        return None
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(7, 2.8 * len(metrics)), squeeze=False, sharex=True)
+    complete = trials[trials["state"] == "COMPLETE"].sort_values("trial")
+    failed = trials[trials["state"] == "FAIL"].sort_values("trial")
+    for ax, metric, direction in zip(axes[:, 0], metrics, directions, strict=True):
+        column = f"value {metric}"
+        done = complete.dropna(subset=[column])
+        base, searched = done[done["baseline"]], done[~done["baseline"]]
+        if len(searched):
+            ax.scatter(searched["trial"], searched[column], s=16, color="tab:blue", label="searched trial", zorder=3)
+        if len(base):
+            ax.scatter(base["trial"], base[column], s=22, marker="s", color="tab:gray", label="baseline run",
+                       zorder=3)
+            ax.axhline(float(base[column].mean()), color="tab:gray", linestyle=":", linewidth=1,
+                       label="baseline mean")
+        if len(searched):
+            values = searched[column].to_numpy(dtype=float)
+            running = np.maximum.accumulate(values) if direction == "maximize" else np.minimum.accumulate(values)
+            ax.step(searched["trial"], running, where="post", color="tab:orange", label="best so far (searched)")
+        ringed = done[done["trial"].isin(best)]
+        if len(ringed):
+            ax.scatter(ringed["trial"], ringed[column], s=80, facecolors="none", edgecolors="tab:red",
+                       label="best trial(s)" if len(metrics) == 1 else "Pareto front", zorder=4)
+        if len(failed):
+            # Failed trials have no value: marked on the axis, never drawn as a number.
+            ax.scatter(failed["trial"], np.zeros(len(failed)), marker="x", color="tab:red", clip_on=False,
+                       transform=ax.get_xaxis_transform(), label="failed trial", zorder=5)
+        ax.set_ylabel(f"{metric} ({direction})", fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6)
+    axes[-1, 0].set_xlabel("trial number")
+    axes[0, 0].set_title("Optimization history (one run per trial)", fontsize=9)
+    return _save(fig, out, name)

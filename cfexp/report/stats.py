@@ -125,7 +125,7 @@ def compare(
         return Comparison(len(x), len(y), mean_a, mean_b, diff, None, None, None, None, None, None, f"n<{min_n}")
     if np.var(x) == 0 and np.var(y) == 0:
         # Welch's statistic is 0/0: identical constants differ by nothing, others surely.
-        p = 1.0 if mean_a == mean_b else 0.0
+        p = _constant_p(float(diff or 0.0), alternative)
         return Comparison(
             len(x), len(y), mean_a, mean_b, diff, diff, diff, p, None, None, cliffs_delta(x, y), "zero variance"
         )
@@ -151,6 +151,58 @@ def compare(
         cliffs_delta=cliffs_delta(x, y),
         note=note,
     )
+
+
+def _constant_p(diff: float, alternative: str) -> float:
+    """The p-value between two constant groups: 0 for a difference in the tested direction, else 1."""
+    if diff == 0:
+        return 1.0
+    if alternative == "greater":
+        return 0.0 if diff > 0 else 1.0
+    if alternative == "less":
+        return 0.0 if diff < 0 else 1.0
+    return 0.0
+
+
+@dataclass(frozen=True)
+class ReferenceTest:
+    """A few runs b against a reference group a of at least ``min_n`` runs (difference = mean(b) − mean(a))."""
+
+    n_a: int
+    n_b: int
+    mean_a: float | None
+    mean_b: float | None
+    p: float | None  # Student's t-test with the pooled variance; None when untested
+    note: str  # "n<3" (too few reference runs), "zero variance", "near-constant data", else ""
+
+
+def compare_to_reference(
+    a: Sequence[float] | np.ndarray,
+    b: Sequence[float] | np.ndarray,
+    alternative: str = "two-sided",
+    min_n: int = MIN_N_TEST,
+) -> ReferenceTest:
+    """Student's two-sample t-test (pooled variance) of b against a reference group a.
+
+    For b with fewer runs than a test of its own needs: a's runs estimate the
+    run-to-run spread both groups are assumed to share. With one run in b this
+    is the test of a new observation against a's prediction interval,
+    t = (b − mean(a)) / (s_a·√(1 + 1/n_a)) on n_a − 1 degrees of freedom.
+    Needs ``min_n`` runs in a (else note "n<3") and one in b.
+    """
+    x, y = _clean(a), _clean(b)
+    mean_a = float(np.mean(x)) if len(x) else None
+    mean_b = float(np.mean(y)) if len(y) else None
+    if len(x) < min_n or len(y) == 0:
+        return ReferenceTest(len(x), len(y), mean_a, mean_b, None, f"n<{min_n}" if len(x) < min_n else "no run")
+    if np.var(x) == 0 and np.var(y) == 0:
+        diff = float(np.mean(y) - np.mean(x))
+        return ReferenceTest(len(x), len(y), mean_a, mean_b, _constant_p(diff, alternative), "zero variance")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        result = stats.ttest_ind(y, x, equal_var=True, alternative=alternative)
+    note = "near-constant data" if any(issubclass(w.category, RuntimeWarning) for w in caught) else ""
+    return ReferenceTest(len(x), len(y), mean_a, mean_b, float(result.pvalue), note)
 
 
 def holm(pvalues: Sequence[float | None]) -> list[float | None]:

@@ -14,17 +14,24 @@ sent, the original's paired "baseline"). Two rules, side by side:
   any amount (n = 1).
 
 Rates come with Wilson 95 % intervals. Pure: DataFrames in, DataFrames out.
+
+:func:`against_baseline` is the same gated rule for one candidate with fewer
+runs than a test of its own needs (an Optuna trial is one run) against a
+baseline run at least 3 times: the baseline's runs give the run-to-run spread
+(Student's test, :func:`~cfexp.report.stats.compare_to_reference`). The study
+section of the report (:mod:`cfexp.report.study`) uses it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from cfexp.report.load import REPETITION, short, sort_key
-from cfexp.report.stats import MIN_N_TEST, Proportion, compare, fisher_p, wilson
+from cfexp.report.stats import MIN_N_TEST, Proportion, compare, compare_to_reference, fisher_p, wilson
 
 DEFAULT_BASELINE = {"options_mode": "server_defaults"}
 
@@ -83,6 +90,54 @@ def pairs(used: pd.DataFrame, factors: list[str], rule: SuccessRule) -> pd.DataF
     return pd.DataFrame(rows)
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """One candidate against its baseline on one metric, by the gated rule and by the naive one."""
+
+    n_candidate: int
+    n_baseline: int
+    mean_candidate: float | None
+    mean_baseline: float | None
+    test: str  # "welch" (>= 3 runs each), "student" (the baseline's spread), "" (untested)
+    p_one_sided: float | None
+    success_gated: bool | None  # None: untested (too few baseline runs)
+    better_mean: bool | None  # the naive rule: the candidate's mean beats the baseline's, by any amount
+    note: str
+
+
+def against_baseline(
+    baseline: Sequence[float] | np.ndarray, candidate: Sequence[float] | np.ndarray, higher_is_better: bool,
+    alpha: float,
+) -> Verdict:
+    """The significance-gated rule for one candidate, however few its runs.
+
+    At least :data:`MIN_N_TEST` runs on each side: the one-sided Welch test of
+    :func:`pairs`. A candidate with fewer runs (1 for an Optuna trial) against
+    at least :data:`MIN_N_TEST` baseline runs: the one-sided Student test with
+    the baseline's spread (assumed to be the candidate's too). Fewer baseline
+    runs: untested, "n<3". Success = p < alpha.
+    """
+    alternative = "greater" if higher_is_better else "less"
+    base = np.asarray(baseline, dtype=float)
+    cand = np.asarray(candidate, dtype=float)
+    base, cand = base[np.isfinite(base)], cand[np.isfinite(cand)]
+    if len(cand) >= MIN_N_TEST:
+        c = compare(base, cand, alternative=alternative)
+        test, p, note = ("welch" if c.tested else ""), c.welch_p, c.note
+    else:
+        r = compare_to_reference(base, cand, alternative=alternative)
+        test, p, note = ("student" if r.p is not None else ""), r.p, r.note
+    mean_b = float(np.mean(base)) if len(base) else None
+    mean_c = float(np.mean(cand)) if len(cand) else None
+    better = None
+    if mean_b is not None and mean_c is not None:
+        better = mean_c > mean_b if higher_is_better else mean_c < mean_b
+    return Verdict(
+        n_candidate=len(cand), n_baseline=len(base), mean_candidate=mean_c, mean_baseline=mean_b, test=test,
+        p_one_sided=p, success_gated=None if p is None else p < alpha, better_mean=better, note=note,
+    )
+
+
 def _first(group: pd.DataFrame, metric: str) -> float | None:
     values = group.dropna(subset=[metric])
     if values.empty:
@@ -136,4 +191,7 @@ def rate_difference_p(rate_table: pd.DataFrame, prefix: str) -> float | None:
     return fisher_p(a, b)
 
 
-__all__ = ["DEFAULT_BASELINE", "MIN_N_TEST", "SuccessRule", "pairs", "rate_difference_p", "rates"]
+__all__ = [
+    "DEFAULT_BASELINE", "MIN_N_TEST", "SuccessRule", "Verdict", "against_baseline", "pairs", "rate_difference_p",
+    "rates",
+]

@@ -15,8 +15,9 @@ from pathlib import Path
 import pandas as pd
 
 from cfexp.report import markdown as md
-from cfexp.report import plots, success, tables
+from cfexp.report import plots, study_store, success, tables
 from cfexp.report.load import RunSet, load_runs, short
+from cfexp.report.study import ALL_OBJECTIVES, StudyTables, study_tables
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,8 @@ ENV_TAGS = (
     "backend", "backend_version", "model", "model_digest", "code_version", "rustc", "env.packages",
 )
 PLOTTED = ("ttft_ms", "throughput_tok_s", "e2e_ms")
+# Optuna trial states as the study section words them.
+_STATES = {"COMPLETE": "complete", "FAIL": "failed", "RUNNING": "running", "WAITING": "waiting", "PRUNED": "pruned"}
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,8 @@ class ReportOptions:
     parent_run_id: str | None = None
     alpha: float = 0.05
     success_rule: success.SuccessRule = field(default_factory=success.SuccessRule)
+    # The Optuna storage of the studies; None = the one each sweep's parent run names.
+    study_storage: str | None = None
 
 
 def generate_report(options: ReportOptions) -> Path:
@@ -63,6 +68,9 @@ def write_report(runset: RunSet, options: ReportOptions, out: Path) -> Path:
         used = runset.used[runset.used["provenance"] == provenance]
         prefix = f"{provenance}_" if len(provenances) > 1 else ""
         lines += _section(used, runset.factors, options, out, prefix, provenance)
+    names = study_store.study_names(runset.runs)
+    for index, name in enumerate(names):
+        lines += _study(runset, name, options, out, "study_" if len(names) == 1 else f"study{index + 1}_")
     lines += _appendix(runset, out)
     path = out / "report.md"
     path.write_text("\n".join(lines).rstrip() + "\n")
@@ -195,6 +203,76 @@ def _success(used: pd.DataFrame, factors: list[str], options: ReportOptions, out
             lines.append(f"Fisher's exact test between the two {by} rates ({kind}): p = {md.pvalue(p)}.")
     lines += ["", f"Per config: `{_csv(pairs, out, f'{prefix}success.csv')}`; "
               f"rates: `{_csv(rates, out, f'{prefix}success_rates.csv')}`.", ""]
+    return lines
+
+
+def _study(runset: RunSet, name: str, options: ReportOptions, out: Path, prefix: str) -> list[str]:
+    """The section of one Optuna study whose trials are among the runs (docs/reports.md)."""
+    lines = [f"## Optuna study `{name}`", ""]
+    url = options.study_storage or study_store.storage_of(name, runset.parents)
+    if url is None:
+        return lines + ["No sweep parent run among these runs names the study's storage (select the sweep "
+                        "with --parent rather than --filter, or give --study-storage): study section skipped.", ""]
+    stored = study_store.read_study(name, url)
+    if stored.error:
+        return lines + [f"The study could not be read: {stored.error}. Study section skipped.", ""]
+    t = study_tables(stored, runset.runs, options.alpha)
+    trials = t.trials
+    objectives = ", ".join(f"{d} `{m}`" for m, d in zip(stored.metrics, stored.directions, strict=True))
+    lines += [f"Storage `{url}`; objectives: {objectives}. {len(stored.trials)} trials in the study, "
+              f"{len(trials)} with a run among these runs ({t.not_in_runs} without: not shown)."]
+    if trials.empty:
+        return lines + ["", "No trial of the study matches these runs' trial numbers: study section skipped.", ""]
+    counts = trials["state"].value_counts()
+    lines[-1] += (
+        " Of these: " + ", ".join(f"{counts[s]} {_STATES.get(s, s.lower())}" for s in sorted(counts.index))
+        + f"; {int(trials['baseline'].sum())} baseline runs. Every trial with its run id, parameters and "
+        f"values: `{_csv(trials, out, f'{prefix}trials.csv')}`."
+    )
+    lines.append("")
+    lines += [f"> {note}" for note in t.notes] + ([""] if t.notes else [])
+    several = len(stored.metrics) > 1
+    lines += ["### " + ("Pareto front" if several else "Best trial"), ""]
+    if t.best.empty:
+        lines += ["No completed (feasible) trial.", ""]
+    else:
+        lines += [("Trials no other trial beats on every objective" if several else "The best trial")
+                  + " (among completed, feasible trials; values are the runs' metrics):", "",
+                  md.trials_table(t.best, t.params, stored.metrics), "",
+                  f"CSV: `{_csv(t.best, out, f'{prefix}best.csv')}`.", ""]
+    lines += ["### Parameter importances", ""]
+    if t.importances.empty:
+        lines += ["None computed (see the notes above).", ""]
+    else:
+        lines += [f"Share of each objective's variance over the completed trials explained by each searched "
+                  f"parameter: {t.importance_method}. With few trials, read them as hints.", "",
+                  md.importance_table(t.importances, stored.metrics), "",
+                  f"CSV: `{_csv(t.importances, out, f'{prefix}importances.csv')}`.", ""]
+    best = [int(n) for n in t.best["trial"]] if not t.best.empty else []
+    figure = plots.optimization_history(trials, stored.metrics, stored.directions, best, out, f"{prefix}history.png")
+    if figure:
+        lines += ["### Optimization history", "", f"![{figure}]({figure})", ""]
+    lines += _study_success(t, options, out, prefix)
+    return lines
+
+
+def _study_success(t: StudyTables, options: ReportOptions, out: Path, prefix: str) -> list[str]:
+    if t.rates.empty:
+        return []
+    n_base = int(t.verdicts["n_baseline"].max()) if not t.verdicts.empty else 0
+    lines = [
+        "### Optimization success rate against the baseline", "",
+        f"Each completed searched trial (one run) against the baseline's {n_base} completed runs, per objective. "
+        f"**Significance-gated**: a one-sided Student t-test of the trial's run against the baseline runs "
+        f"(the baseline's spread stands for the trial's) gives p < {options.alpha}; needs >= 3 baseline runs, "
+        "else untested. **Better than the baseline mean**: any improvement, no test (noise alone passes about "
+        "half the time). Rates are over completed searched trials; failed trials are counted apart, never as "
+        "values. No multiple-comparison correction: each test feeds the rate."
+        + (f" `{ALL_OBJECTIVES}`: better on every objective at once." if len(t.study.metrics) > 1 else ""), "",
+        md.study_success_table(t.rates), "",
+        f"Per trial: `{_csv(t.verdicts, out, f'{prefix}success.csv')}`; "
+        f"rates: `{_csv(t.rates, out, f'{prefix}success_rates.csv')}`.", "",
+    ]
     return lines
 
 

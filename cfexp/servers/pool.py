@@ -12,6 +12,15 @@
 
 Only one set of instances is kept at a time: on a 2-core machine two idle
 model servers would only compete for memory and cores.
+
+The pool lives in one process. Jobs of a sweep share it only when they run in
+the process that launched the sweep (Hydra's basic launcher, one job after
+another). A job run elsewhere (``hydra/launcher=submitit_local``,
+``submitit_slurm``, ``ray``) cannot reach servers another process started and
+runs in parallel with others: there ``per_sweep`` works as ``per_job``, and
+the job's log says so. Managed real servers also hold the host lock
+(:mod:`cfexp.servers.host_lock`) from their start until they stop, so two
+parallel jobs on one host never measure each other's load.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from cfexp.errors import ServerDiedError
 from cfexp.servers.base import LaunchSpec, ServerBackend, ServerInstance
 from cfexp.servers.cfexp_serving import CfexpServingBackend
 from cfexp.servers.external import OllamaBackend, OpenAIBackend
+from cfexp.servers.host_lock import HostLock, lock_needed
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +83,39 @@ class ServerPool:
 
     def __init__(self) -> None:
         self._kept: list[ServerInstance] = []
+        # The process that launched the current multirun (set by the sweep callback).
+        self._sweep_pid: int | None = None
+        # Whether the current job runs outside that process, and under which launcher.
+        self._out_of_process = False
+        self._launcher = "basic"
+        self._lock: HostLock | None = None
+
+    def sweep_started(self) -> None:
+        """Called in the process that launches a multirun, before any job."""
+        self._sweep_pid = os.getpid()
+
+    def job_started(self, multirun: bool, launcher: str) -> None:
+        """Called in the job's process before it runs: which process is this?"""
+        self._out_of_process = multirun and self._sweep_pid != os.getpid()
+        self._launcher = launcher
+
+    @property
+    def shared_across_jobs(self) -> bool:
+        """Whether a sweep's jobs may use instances this pool started (see module doc)."""
+        return not self._out_of_process
 
     def acquire(self, cfg: CfexpConfig, servers_dir: Path, launches: list[LaunchSpec]) -> list[ServerInstance]:
         """Running instances, one per LaunchSpec (instance i started with launches[i])."""
+        keep = cfg.topology.lifecycle == "per_sweep"
+        if keep and self._out_of_process:
+            log.info(
+                "topology.lifecycle=per_sweep: this job runs in its own process (hydra/launcher=%s), "
+                "apart from the other jobs of the sweep; its servers start and stop with it (per_job)",
+                self._launcher,
+            )
+            keep = False
         reusable = (
-            cfg.topology.lifecycle == "per_sweep"
+            keep
             and [instance.launch for instance in self._kept] == launches
             and all(instance.alive() for instance in self._kept)
         )
@@ -87,13 +125,17 @@ class ServerPool:
         backend = backend_for(cfg)
         started: list[ServerInstance] = []
         try:
+            if lock_needed(cfg):
+                self._lock = self._lock or HostLock()
+                self._lock.acquire(holder=str(servers_dir))
             for index, launch in enumerate(launches):
                 log.info("starting server instance %d (%s)", index, launch.backend)
                 started.append(backend.start(launch, index, servers_dir, cfg.timeouts.server_start_s))
         except BaseException:
             _stop(started)
+            self._release_lock()
             raise
-        if cfg.topology.lifecycle == "per_sweep":
+        if keep:
             self._kept = started
         return started
 
@@ -101,10 +143,17 @@ class ServerPool:
         """End of a job: stop its instances unless they are kept for the next."""
         kept = {id(instance) for instance in self._kept}
         _stop([instance for instance in instances if id(instance) not in kept])
+        if not self._kept:
+            self._release_lock()
 
     def close(self) -> None:
         _stop(self._kept)
         self._kept = []
+        self._release_lock()
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
 
 
 def check_alive(instances: list[ServerInstance]) -> None:

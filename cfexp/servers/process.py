@@ -5,13 +5,16 @@ the child gets its own process group (so stopping it stops anything it
 spawned), the kernel sends it SIGTERM if cfexp itself dies (cfexp's server
 asks for ``PR_SET_PDEATHSIG`` itself, ``--die-with-parent``; other programs
 are started through ``cfexp-launch``, which does), and :func:`stop_all` runs
-at interpreter exit and on SIGTERM for whatever is still running.
+at interpreter exit for whatever is still running. SIGTERM raises
+:class:`Terminated`, a KeyboardInterrupt: it takes Ctrl-C's path, on which
+the running job stops its agent and servers and is marked KILLED.
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
+import os
 import signal
 import subprocess
 import threading
@@ -138,13 +141,31 @@ def stop_all() -> None:
         process.stop(grace_s=2.0)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, taking Ctrl-C's path: the running job is marked KILLED and
+    every child stopped on the way out (``cfexp.app.task``, ``cfexp.__main__``).
+
+    A KeyboardInterrupt rather than SystemExit, so that every handler that
+    marks a run KILLED on Ctrl-C handles SIGTERM the same way.
+    """
+
+    signum = signal.SIGTERM
+
+
+_terminating = False
+
+
 def _on_sigterm(signum: int, frame: object) -> None:
-    stop_all()
-    raise SystemExit(128 + signum)
+    global _terminating
+    if _terminating:  # a second SIGTERM while cleaning up: stop the children, go now
+        stop_all()
+        os._exit(128 + signum)
+    _terminating = True
+    raise Terminated(f"terminated by signal {signum} (SIGTERM)")
 
 
 def install_cleanup_handlers() -> None:
-    """Make stop_all run at exit and on SIGTERM (main thread only)."""
+    """Make stop_all run at exit, and SIGTERM raise :class:`Terminated` (main thread only)."""
     atexit.register(stop_all)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_sigterm)

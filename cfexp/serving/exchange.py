@@ -6,6 +6,8 @@ FIFO queue → ``engine.generate`` on the admitted slot → frames written as th
 tokens come → final frame. Headers go out with the first frame, so an error
 found after admission (e.g. a failed reload) still gets a proper status. Once
 a stream has started, an error becomes the API's in-stream error object.
+The other injected faults act between frames (:meth:`GenerationExchange._inject`):
+a cut connection, a malformed line, or a reply that stops without closing.
 """
 
 from __future__ import annotations
@@ -15,14 +17,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from cfexp.serving.admission import AdmissionQueue
 from cfexp.serving.engines.base import Engine, EngineError, GenerationEvent, GenerationStats
 from cfexp.serving.faults import FaultInjector, FaultPlan
 from cfexp.serving.ground_truth import GroundTruthLog, GroundTruthRecord
 from cfexp.serving.request import GenerationRequest, RequestError, parse_json_body
-from cfexp.serving.response import ClientGone, ResponseWriter
+from cfexp.serving.response import JSON, ClientGone, ResponseWriter
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +41,8 @@ class Framer(Protocol):
     def whole(self, text: str, stats: GenerationStats, t_now_ns: int) -> dict[str, Any]: ...
 
     def error(self, message: str) -> bytes: ...
+
+    def malformed(self) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -63,8 +67,16 @@ class Services:
     stopping: threading.Event
 
 
-class _Dropped(Exception):
-    """The connection was cut on purpose (drop_after_tokens)."""
+# How often a hung reply looks whether its client gave up or the server stops.
+_HANG_POLL_S = 0.1
+
+
+class _Faulted(Exception):
+    """The reply was cut short on purpose (an injected fault); ``outcome`` names it."""
+
+    def __init__(self, outcome: Literal["fault_drop", "fault_hang"]) -> None:
+        super().__init__(outcome)
+        self.outcome = outcome
 
 
 class GenerationExchange:
@@ -120,10 +132,11 @@ class GenerationExchange:
             logger.log(level, "request %s failed in the engine: %s", self.writer.request_id, error)
             self._fail(500, str(error), None)
         except ClientGone:
-            record.outcome = "client_gone"
+            if record.outcome == "ok":  # an injected fault that came first stays the outcome
+                record.outcome = "client_gone"
             logger.info("request %s: the client went away", self.writer.request_id)
-        except _Dropped:
-            record.outcome = "fault_drop"
+        except _Faulted as fault:
+            record.outcome = fault.outcome
         except Exception as error:  # never a traceback to the client or a dead thread
             logger.exception("request %s failed", self.writer.request_id)
             self._fail(500, f"internal server error: {type(error).__name__}", None)
@@ -155,9 +168,32 @@ class GenerationExchange:
             self.record.t_first_chunk_sent_ns = t_send_ns
         self.record.chunk_sent_ns.append(t_send_ns)
 
-    def _drop(self) -> None:
+    def _inject(self, plan: FaultPlan, sent: int) -> None:
+        """Act on the plan's faults that are due after ``sent`` content chunks."""
+        if plan.drop_after_tokens == sent:
+            self.writer.abort()
+            raise _Faulted("fault_drop")
+        if plan.malformed_after_tokens == sent and self.framer is not None:
+            self.record.outcome = "fault_malformed"
+            if not self.writer.headers_sent:
+                self.writer.start_stream(self.framer.content_type)
+            self.writer.write_chunk(self.framer.malformed())
+        if plan.hang_after_tokens == sent:
+            self.record.outcome = "fault_hang"
+            self._hang()
+
+    def _hang(self) -> None:
+        """Send nothing more, keeping the connection open, until the client gives up.
+
+        Holds the slot, like a stuck server would. Ends when the client closes
+        its end (ClientGone) or the server stops (the connection is cut).
+        """
+        logger.info("request %s: hanging (faults.hang_after_tokens)", self.writer.request_id)
+        while not self.services.stopping.wait(_HANG_POLL_S):
+            if self.writer.client_closed():
+                raise ClientGone("the client gave up on a hung reply")
         self.writer.abort()
-        raise _Dropped()
+        raise _Faulted("fault_hang")
 
     def _finish(self, stats: GenerationStats | None) -> GenerationStats:
         if stats is None:
@@ -168,9 +204,7 @@ class GenerationExchange:
 
     def _stream(self, events: Iterator[GenerationEvent], plan: FaultPlan) -> None:
         assert self.framer is not None
-        drop_after = plan.drop_after_tokens
-        if drop_after == 0:
-            self._drop()
+        self._inject(plan, 0)
         stats: GenerationStats | None = None
         sent = 0
         for event in events:
@@ -188,8 +222,7 @@ class GenerationExchange:
             self.writer.write_chunk(self.framer.piece(event.text))
             self._sent_chunk(t_send)
             sent += 1
-            if drop_after is not None and sent >= drop_after:
-                self._drop()
+            self._inject(plan, sent)
         stats = self._finish(stats)
         if not self.writer.headers_sent:
             self.writer.start_stream(self.framer.content_type)
@@ -198,7 +231,7 @@ class GenerationExchange:
 
     def _whole(self, events: Iterator[GenerationEvent], plan: FaultPlan) -> None:
         assert self.framer is not None
-        drop_after = plan.drop_after_tokens
+        drop_after, hang_after = plan.drop_after_tokens, plan.hang_after_tokens
         texts: list[str] = []
         stats: GenerationStats | None = None
         for event in events:
@@ -208,10 +241,18 @@ class GenerationExchange:
             elif event.text:
                 texts.append(event.text)
             if drop_after is not None and len(texts) >= drop_after:
-                self._drop()
+                self.writer.abort()
+                raise _Faulted("fault_drop")
+            if hang_after is not None and len(texts) >= hang_after:
+                self.record.outcome = "fault_hang"
+                self._hang()
         stats = self._finish(stats)
         text = "".join(texts)
         t_send = time.monotonic_ns()
+        if plan.malformed_after_tokens is not None:  # the whole body is one bad line
+            self.record.outcome = "fault_malformed"
+            self.writer.send_bytes(200, self.framer.malformed(), JSON)
+            return
         self.writer.send_json(200, self.framer.whole(text, stats, t_send))
         if text:
             self._sent_chunk(t_send)

@@ -22,9 +22,18 @@ class FaultPlan:
     fail_status: int | None = None
     # Close the connection after this many content chunks.
     drop_after_tokens: int | None = None
+    # Write one line that is not valid JSON after this many content chunks.
+    malformed_after_tokens: int | None = None
+    # Stop sending after this many content chunks, connection left open.
+    hang_after_tokens: int | None = None
 
 
 NO_FAULT = FaultPlan()
+
+
+def _every(value: int | None, every_n: int, number: int) -> int | None:
+    """``value`` when request ``number`` is one of every ``every_n``th, else None."""
+    return value if value is not None and number % every_n == 0 else None
 
 
 class FaultInjector:
@@ -39,12 +48,10 @@ class FaultInjector:
         with self._lock:
             self._count += 1
             number = self._count
-        fail = settings.fail_status if settings.fail_status and number % settings.fail_every_n == 0 else None
-        drop = (
-            settings.drop_after_tokens
-            if settings.drop_after_tokens is not None and number % settings.drop_every_n == 0
-            else None
+        plan = FaultPlan(
+            fail_status=_every(settings.fail_status, settings.fail_every_n, number),
+            drop_after_tokens=_every(settings.drop_after_tokens, settings.drop_every_n, number),
+            malformed_after_tokens=_every(settings.malformed_after_tokens, settings.malformed_every_n, number),
+            hang_after_tokens=_every(settings.hang_after_tokens, settings.hang_every_n, number),
         )
-        if fail is None and drop is None:
-            return NO_FAULT
-        return FaultPlan(fail_status=fail, drop_after_tokens=drop)
+        return NO_FAULT if plan == NO_FAULT else plan

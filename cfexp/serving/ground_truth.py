@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import IO, Literal
 
 # ok: reply complete; client_gone: the client closed the connection first;
-# fault_status / fault_drop: an injected fault; error: a 4xx/5xx reply or an
-# engine failure.
-Outcome = Literal["ok", "client_gone", "fault_status", "fault_drop", "error"]
+# fault_status / fault_drop / fault_malformed / fault_hang: an injected fault
+# (kept when the client then goes away); error: a 4xx/5xx reply or an engine
+# failure.
+Outcome = Literal["ok", "client_gone", "fault_status", "fault_drop", "fault_malformed", "fault_hang", "error"]
 
 
 @dataclass

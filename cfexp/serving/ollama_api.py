@@ -146,6 +146,10 @@ class OllamaFramer:
     def error(self, message: str) -> bytes:
         return _line({"error": message})
 
+    def malformed(self) -> bytes:
+        # An object cut short: a line no JSON parser accepts (an injected fault).
+        return b'{"message":{"role":"assistant","cont\n'
+
 
 # -- metadata endpoints --------------------------------------------------------
 

@@ -185,6 +185,10 @@ class OpenAIFramer:
         # No [DONE] after it: the stream did not complete.
         return _event({"error": {"message": message, "type": "server_error", "param": None, "code": None}})
 
+    def malformed(self) -> bytes:
+        # An event whose data is not JSON (an injected fault).
+        return b'data: {"choices":[{"delta":{"cont\n\n'
+
 
 def models_body(models: list[ModelInfo], created: int) -> dict[str, Any]:
     return {"object": "list", "data": [model_body(m, created) for m in models]}

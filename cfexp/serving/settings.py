@@ -29,10 +29,11 @@ class FaultSettings:
     """Faults to inject, for tests of the harness's failure handling.
 
     All default to "no fault". This is the seam for more kinds of faults: add a
-    field here and act on it in :mod:`cfexp.serving.faults`.
+    field here, plan it in :mod:`cfexp.serving.faults`, act on it in
+    :mod:`cfexp.serving.exchange`.
     """
 
-    # HTTP status (500 or 503) sent instead of a reply on every Nth generation request.
+    # HTTP status (500, 502, 503 or 504) sent instead of a reply on every Nth generation request.
     fail_status: int | None = None
     # N for fail_status: 1 = every generation request, 3 = the 3rd, 6th, ...
     fail_every_n: int = 1
@@ -40,6 +41,15 @@ class FaultSettings:
     drop_after_tokens: int | None = None
     # N for drop_after_tokens: which generation requests are cut (1 = all).
     drop_every_n: int = 1
+    # Write one line that is not valid JSON after this many content chunks, then go on.
+    malformed_after_tokens: int | None = None
+    # N for malformed_after_tokens: which generation requests get the bad line (1 = all).
+    malformed_every_n: int = 1
+    # Stop sending after this many content chunks and keep the connection open
+    # (0 = never answer at all), until the client gives up or the server stops.
+    hang_after_tokens: int | None = None
+    # N for hang_after_tokens: which generation requests hang (1 = all).
+    hang_every_n: int = 1
 
 
 @dataclass(frozen=True)
@@ -158,6 +168,10 @@ _RULES: dict[str, tuple[_Check, str]] = {
     "fail_every_n": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
     "drop_after_tokens": (lambda v: v is None or (_is_int(v) and v >= 0), "null or a whole number >= 0"),
     "drop_every_n": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
+    "malformed_after_tokens": (lambda v: v is None or (_is_int(v) and v >= 0), "null or a whole number >= 0"),
+    "malformed_every_n": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
+    "hang_after_tokens": (lambda v: v is None or (_is_int(v) and v >= 0), "null or a whole number >= 0"),
+    "hang_every_n": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
     "model_name": (lambda v: isinstance(v, str) and v.strip() != "", "a non-empty model name"),
     "optimum_num_gpu": (lambda v: v is None or (_is_int(v) and v >= 0), "null or a whole number of layers >= 0"),
     "optimum_num_ctx": (

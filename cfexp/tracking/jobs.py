@@ -21,12 +21,24 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from cfexp.config.schema import CfexpConfig
-from cfexp.redact import redact_tree, scrub, secret_values
+from cfexp.redact import MASK, MIN_SCRUB_LEN, mask_in_logs, redact_tree, scrub, secret_values, secret_values_in
+from cfexp.tracking.resume import (
+    CONFIG_HASH_TAG,
+    PARENT_TAG,
+    SWEEP_KEY_TAG,
+    EarlierRun,
+    config_hash,
+    finished_run,
+    parent_to_reuse,
+    sweep_key,
+)
+from cfexp.tracking.spool import SpoolTracker, is_spooled, open_tracker, spool_root
 from cfexp.tracking.store import Tracker, resolve_uri
 
 log = logging.getLogger(__name__)
 
 PARENT_FILE = "cfexp_parent_run.json"
+SPEC_FILE, REDACTED_SPEC_FILE = "agent_spec.json", "agent_spec.redacted.json"
 # Job files uploaded as artifacts, when present (names relative to the job dir).
 JOB_ARTIFACTS = (
     "records.jsonl",
@@ -49,7 +61,8 @@ def tracker_for(uri_setting: str | None, mlruns_dir: Path) -> Tracker:
     """One client per store and process (MLflow's SQLite set-up is not free)."""
     uri = resolve_uri(uri_setting, mlruns_dir)
     if uri not in _TRACKERS:
-        _TRACKERS[uri] = Tracker(uri, mlruns_dir / "artifacts")
+        # An unreachable server gives a SpoolTracker: runs kept locally, uploaded later.
+        _TRACKERS[uri] = open_tracker(uri, mlruns_dir)
     return _TRACKERS[uri]
 
 
@@ -125,6 +138,34 @@ def read_parent(sweep_dir: Path) -> dict[str, Any] | None:
     return parent
 
 
+def start_parent(tracker: Tracker, experiment: str, sweep_dir: Path, overrides: list[str], resume: bool) -> str:
+    """The sweep's parent run, its id written to ``<sweep_dir>/`` :data:`PARENT_FILE`.
+
+    With ``resume`` the parent of the sweep being resumed is re-opened
+    (status RUNNING) when there is one, so resumed jobs land under it.
+    """
+    run_id = parent_to_reuse(tracker, experiment, overrides, sweep_dir) if resume else None
+    if run_id is not None:
+        tracker.reopen_run(run_id)
+        log.info("resume: continuing the parent run %s", run_id)
+    else:
+        run_id = tracker.start_run(
+            experiment,
+            run_name=f"sweep {sweep_dir.name}: {' '.join(overrides)}",
+            tags={
+                PARENT_TAG: "parent",
+                SWEEP_KEY_TAG: sweep_key(overrides),
+                "overrides": " ".join(overrides),
+                "sweep_dir": str(sweep_dir),
+            },
+        )
+        tracker.log_params(run_id, flatten({"sweep": {"overrides": overrides}}))
+    (sweep_dir / PARENT_FILE).write_text(
+        json.dumps({"run_id": run_id, "tracking_uri": tracker.uri, "swept_keys": swept_keys(overrides)}, indent=2)
+    )
+    return run_id
+
+
 @dataclass
 class JobRun:
     """One job's MLflow run. Tags wait to be written with the metrics, and
@@ -144,9 +185,15 @@ class JobRun:
         parent = None
         if is_multirun(hydra_cfg):
             parent = read_parent(Path(hydra_cfg.sweep.dir))
+        if parent and is_spooled(parent["run_id"]) and not isinstance(tracker, SpoolTracker):
+            # The parent waits in the spool: spool this run too, so the upload links them.
+            tracker = SpoolTracker(tracker.uri, spool_root(Path(settings.paths.mlruns_dir)))
+        _keep_secrets_out_of_files(cfg, hydra_cfg)
+        config = redacted_config(cfg)
         tags = {
             "overrides": " ".join(overrides),
             "hydra.output_dir": str(hydra_cfg.runtime.output_dir),
+            CONFIG_HASH_TAG: config_hash(config),
         }
         if parent:
             tags["hydra.job_num"] = str(hydra_cfg.job.num)
@@ -159,13 +206,21 @@ class JobRun:
             tags,
             parent["run_id"] if parent else None,
         )
-        config = redacted_config(cfg)
         tracker.log_batch(run_id, params=flatten(config))
         staging = Path(hydra_cfg.runtime.output_dir) / ".cfexp-upload"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         (staging / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
         return cls(tracker, run_id, staging)
+
+    @staticmethod
+    def finished_before(settings: CfexpConfig, cfg: DictConfig) -> EarlierRun | None:
+        """A FINISHED run of this very config in the experiment (for ``resume=true``)."""
+        from hydra.core.hydra_config import HydraConfig
+
+        _keep_secrets_out_of_files(cfg, HydraConfig.get())  # a skipped job leaves its .hydra/ too
+        tracker = tracker_for(settings.tracking.uri, Path(settings.paths.mlruns_dir))
+        return finished_run(tracker, settings.tracking.experiment, config_hash(redacted_config(cfg)))
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         self.pending_tags.update(tags)
@@ -175,13 +230,7 @@ class JobRun:
         self.pending_tags = {}
 
     def log_job_artifacts(self, job_dir: Path) -> None:
-        spec = job_dir / "agent_spec.json"
-        if spec.exists():  # the spec may hold an API key: upload a redacted copy only
-            data = json.loads(spec.read_text())
-            for agent in data.get("agents", []):
-                if agent.get("api_key"):
-                    agent["api_key"] = "***"
-            (job_dir / "agent_spec.redacted.json").write_text(json.dumps(data, indent=2))
+        _redact_agent_specs(job_dir)
         solo = sorted(path.name for path in job_dir.glob(SOLO_DIRS) if path.is_dir())
         for name in (*JOB_ARTIFACTS, *solo):
             path = job_dir / name
@@ -217,6 +266,7 @@ class JobRun:
         self._end("KILLED")
 
     def _end(self, status: str) -> None:
+        _redact_agent_specs(self.staging.parent)  # also when the job failed before its artifacts
         if self.pending_tags:
             self.tracker.log_batch(self.run_id, tags=self.pending_tags)
             self.pending_tags = {}
@@ -224,6 +274,55 @@ class JobRun:
             self._upload()
         shutil.rmtree(self.staging, ignore_errors=True)
         self.tracker.end_run(self.run_id, status)
+
+
+def _redact_agent_specs(job_dir: Path) -> None:
+    """Each ``agent_spec.json`` (solo phases too) -> ``agent_spec.redacted.json``.
+
+    The spec holds the API key the agent needs while it runs; once the job is
+    over the original is deleted when it held one, so no key stays on disk or
+    reaches an artifact.
+    """
+    for spec in [job_dir / SPEC_FILE, *job_dir.glob(f"{SOLO_DIRS}/{SPEC_FILE}")]:
+        if not spec.is_file():
+            continue
+        try:
+            data = json.loads(spec.read_text())
+        except (OSError, ValueError) as exc:
+            log.warning("could not read %s: %s", spec, exc)
+            continue
+        held_key = False
+        for agent in data.get("agents", []):
+            if agent.get("api_key"):
+                agent["api_key"] = MASK
+                held_key = True
+        (spec.parent / REDACTED_SPEC_FILE).write_text(json.dumps(data, indent=2))
+        if held_key:
+            spec.unlink()
+
+
+def _keep_secrets_out_of_files(cfg: DictConfig, hydra_cfg: Any) -> None:
+    """Secrets given as literal values are masked in logs from now on, and in
+    the files Hydra wrote with them (the job's ``.hydra/``, a sweep's
+    ``multirun.yaml``). ``${oc.env:…}`` interpolations are never secrets."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    found = {*secret_values(hydra_cfg.overrides.task), *secret_values_in(container)}
+    secrets = {secret for secret in found if len(secret) >= MIN_SCRUB_LEN}
+    if not secrets:
+        return
+    mask_in_logs(secrets)
+    files = list((Path(hydra_cfg.runtime.output_dir) / ".hydra").glob("*.yaml"))
+    if is_multirun(hydra_cfg):
+        files.append(Path(hydra_cfg.sweep.dir) / "multirun.yaml")
+    for path in files:
+        try:
+            text = path.read_text()
+            if any(secret in text for secret in secrets):
+                temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                temporary.write_text(scrub(text, secrets))
+                temporary.replace(path)
+        except OSError as exc:
+            log.warning("could not mask secrets in %s: %s", path, exc)
 
 
 def _link_or_copy(source: str, target: str) -> None:

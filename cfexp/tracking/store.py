@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 # MLflow's own limits (mlflow.utils.validation): longer values are cut, not refused.
 _MAX_PARAM_VALUE = 6000
 _MAX_TAG_VALUE = 5000
+# The runs table's name column (String(250)): SQLite ignores the limit, PostgreSQL refuses the run.
+_MAX_RUN_NAME = 250
 _BATCH = 100
 
 
@@ -85,12 +87,16 @@ class Tracker:
         run_name: str,
         tags: Mapping[str, str],
         parent_run_id: str | None = None,
+        start_time_ms: int | None = None,
     ) -> str:
         all_tags = {key: _cut(value, _MAX_TAG_VALUE) for key, value in tags.items()}
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         run = self._client.create_run(
-            self.experiment_id(experiment), run_name=run_name, tags=all_tags
+            self.experiment_id(experiment),
+            run_name=_cut(run_name, _MAX_RUN_NAME),
+            tags=all_tags,
+            start_time=start_time_ms,
         )
         return str(run.info.run_id)
 
@@ -100,15 +106,17 @@ class Tracker:
         params: Mapping[str, object] | None = None,
         metrics: Mapping[str, float | None] | None = None,
         tags: Mapping[str, str] | None = None,
+        timestamp_ms: int | None = None,
     ) -> None:
         """Params, metrics and tags in as few store writes as MLflow's limits allow.
 
         Each write to the SQLite store is a transaction: batching is most of
-        what keeps cfexp's per-job overhead small.
+        what keeps cfexp's per-job overhead small. ``timestamp_ms`` (default:
+        now) is the metrics' time, kept when spooled runs are replayed.
         """
         from mlflow.entities import Metric, Param, RunTag
 
-        now_ms = int(time.time() * 1000)
+        now_ms = timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
         param_items = [Param(k, _cut(str(v), _MAX_PARAM_VALUE)) for k, v in (params or {}).items()]
         metric_items = [Metric(k, float(v), now_ms, 0) for k, v in (metrics or {}).items() if v is not None]
         tag_items = [RunTag(k, _cut(str(v), _MAX_TAG_VALUE)) for k, v in (tags or {}).items()]
@@ -138,9 +146,16 @@ class Tracker:
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         self._client.log_text(run_id, text, artifact_file)
 
-    def end_run(self, run_id: str, status: str) -> None:
+    def reopen_run(self, run_id: str) -> None:
+        """Mark an ended run RUNNING again (a resumed sweep's parent)."""
+        self._client.update_run(run_id, status="RUNNING")
+
+    def end_run(self, run_id: str, status: str, end_time_ms: int | None = None) -> None:
         """status: FINISHED, FAILED or KILLED."""
-        self._client.set_terminated(run_id, status=status)
+        self._client.set_terminated(run_id, status=status, end_time=end_time_ms)
+
+    def delete_run(self, run_id: str) -> None:
+        self._client.delete_run(run_id)
 
     def get_run(self, run_id: str):  # type: ignore[no-untyped-def] # mlflow's Run
         return self._client.get_run(run_id)

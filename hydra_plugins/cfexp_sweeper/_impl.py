@@ -64,6 +64,9 @@ log = logging.getLogger(__name__)
 SUMMARY_FILE = "optuna_study.json"
 # cfexp's per-job status file (cfexp.app.status.STATUS_FILE), read for run ids and errors.
 _STATUS_FILE = "cfexp_status.json"
+# User attributes of a baseline trial: the flag, and which repetition of the baseline it is.
+BASELINE_ATTR = "cfexp.baseline"
+BASELINE_REPETITION_ATTR = "cfexp.baseline_repetition"
 
 
 class CfexpOptunaSweeperImpl(Sweeper):
@@ -75,6 +78,7 @@ class CfexpOptunaSweeperImpl(Sweeper):
         self.hydra_context: HydraContext | None = None
         self.launcher: Launcher | None = None
         self.job_idx = 0
+        self.repetition_key: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> CfexpOptunaSweeperImpl:
@@ -124,6 +128,7 @@ class CfexpOptunaSweeperImpl(Sweeper):
             )
         self._check_trial_key()
         self._check_against_schema(space)
+        self.repetition_key = self._usable_repetition_key(space)
 
         sampler_name = settings.sampler.name
         make = functools.partial(
@@ -158,7 +163,7 @@ class CfexpOptunaSweeperImpl(Sweeper):
             if left < n_trials:
                 log.info("grid: %d point(s) left to run, so %d trial(s) instead of %d", left, left, n_trials)
             n_trials = min(n_trials, left)
-        elif settings.baseline and not study.trials:
+        elif settings.baseline and not existed:  # only the worker that created the study
             self._enqueue_baseline(study, space)
 
         returns = self._run_trials(study, space, name, n_trials)
@@ -221,6 +226,9 @@ class CfexpOptunaSweeperImpl(Sweeper):
     def _job_overrides(self, trial: Trial, space: SearchSpace, name: str) -> list[str]:
         params = {key: suggest(trial, key, dist) for key, dist in space.distributions.items()}
         overrides = space.job_overrides(params)
+        repetition = trial.user_attrs.get(BASELINE_REPETITION_ATTR)
+        if repetition is not None and self.repetition_key:
+            overrides.append(f"{self.repetition_key}={int(repetition)}")
         if self.settings.trial_key:
             key = self.settings.trial_key
             overrides += [f"{key}.study={quote(name)}", f"{key}.number={trial.number}"]
@@ -252,8 +260,13 @@ class CfexpOptunaSweeperImpl(Sweeper):
         if params is None:
             log.info("baseline: the config's own values are not all in the search space; no baseline trial")
             return
-        log.info("baseline: the first trial runs the config's own values %s", params)
-        study.enqueue_trial(params, user_attrs={"cfexp.baseline": True})
+        count = self.settings.baseline_repetitions
+        log.info("baseline: the first %d trial(s) run the config's own values %s", count, params)
+        # Enqueued trials wait in the storage until asked for: a run that ends before all
+        # of them ran leaves the rest for the next run of the command (never enqueued twice:
+        # only a newly created study gets a baseline).
+        for repetition in range(count):
+            study.enqueue_trial(params, user_attrs={BASELINE_ATTR: True, BASELINE_REPETITION_ATTR: repetition})
 
     def _summarize(self, study: optuna.Study, name: str, shown: str) -> None:
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -266,6 +279,7 @@ class CfexpOptunaSweeperImpl(Sweeper):
             "trials": len(study.trials),
             "complete": len(complete),
             "failed": len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))),
+            "baseline_trials": [t.number for t in study.trials if t.user_attrs.get(BASELINE_ATTR)],
             "best_trials": [
                 {
                     "number": t.number,
@@ -304,6 +318,8 @@ class CfexpOptunaSweeperImpl(Sweeper):
             problems.append(f"<n_trials={s.n_trials}> must be at least 1")
         if s.n_jobs < 1:
             problems.append(f"<n_jobs={s.n_jobs}> must be at least 1")
+        if s.baseline_repetitions < 1:
+            problems.append(f"<baseline_repetitions={s.baseline_repetitions}> must be at least 1")
         if not 0 <= s.max_failure_rate <= 1:
             problems.append(f"<max_failure_rate={s.max_failure_rate}> must be from 0 to 1")
         if not self.objectives:
@@ -322,6 +338,18 @@ class CfexpOptunaSweeperImpl(Sweeper):
                 f"<hydra.sweeper.trial_key={key}>: the config has no node {key!r} to receive the study "
                 f"name and trial number ({key}.study, {key}.number); add one, or set trial_key=null"
             )
+
+    def _usable_repetition_key(self, space: SearchSpace) -> str | None:
+        """``repetition_key`` when the config holds a whole number there that the search leaves alone."""
+        key = self.settings.repetition_key
+        assert self.config is not None
+        if not key or any(k.lstrip("+~") == key for k in (*space.distributions, *space.fixed)):
+            return None
+        try:
+            value = OmegaConf.select(self.config, key, default=None)
+        except Exception:  # an interpolation that needs Hydra's runtime: not a plain index
+            return None
+        return key if isinstance(value, int) and not isinstance(value, bool) else None
 
     def _check_against_schema(self, space: SearchSpace) -> None:
         """Compose a few jobs that use every choice and both ends of every range.

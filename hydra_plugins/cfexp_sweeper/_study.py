@@ -16,6 +16,8 @@ import importlib.util
 import inspect
 import json
 import os
+import random
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -89,12 +91,44 @@ def open_storage(url: str) -> BaseStorage:
                     "does not exist; create it or give another path"
                 )
             return JournalStorage(JournalFileBackend(str(path)))
-        return optuna.storages.RDBStorage(url)
+        return _rdb_storage(url)
     except SweepError:
         raise
     except Exception as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise SweepError(f"cannot open the Optuna storage <storage={shown}>: {reason}; {hint}") from exc
+
+
+def _rdb_storage(url: str, attempts: int = 5) -> BaseStorage:
+    """``RDBStorage(url)``, retried when another worker is creating the same tables.
+
+    Optuna creates its tables on first use; two workers doing that at once on
+    an empty PostgreSQL database collide (a unique violation in the catalog),
+    and the loser finds the tables made on its next try.
+    """
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    url = _with_installed_driver(url)
+    for attempt in range(1, attempts + 1):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except (IntegrityError, ProgrammingError):
+            if attempt == attempts:
+                raise
+            time.sleep(0.2 + random.random())
+    raise AssertionError("unreachable")
+
+
+def _with_installed_driver(url: str) -> str:
+    """``postgresql://`` with the driver cfexp installs (psycopg2) when psycopg 3 is absent.
+
+    SQLAlchemy 2.1 reads a bare ``postgresql://`` as psycopg 3; cfexp depends
+    on ``psycopg2-binary``. An explicit driver (``postgresql+…://``) is kept.
+    """
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None:
+        if importlib.util.find_spec("psycopg2") is not None:
+            return "postgresql+psycopg2://" + url[len("postgresql://") :]
+    return url
 
 
 def derive_study_name(
@@ -188,16 +222,23 @@ def open_study(
     """The study ``name``, created or resumed; (study, whether it existed).
 
     A resumed study must optimise the same metrics in the same directions.
-    The caller sets ``study.sampler``.
+    The caller sets ``study.sampler``. Several workers may start at once on
+    one storage: the storage's unique study name decides which one created
+    the study (``existed`` is False for that one only), so one-off set-up
+    such as the baseline trial happens once.
     """
-    existed = name in optuna.get_all_study_names(storage=storage)
-    if existed and not load_if_exists:
-        raise SweepError(
-            f"the study <study_name={name}> already exists in <storage={storage_shown}> and "
-            "hydra.sweeper.load_if_exists=false: give another study_name, or allow resuming it"
-        )
     directions = [o.direction for o in objectives]
-    study = optuna.create_study(storage=storage, study_name=name, directions=directions, load_if_exists=True)
+    try:
+        study = optuna.create_study(storage=storage, study_name=name, directions=directions)
+        existed = False
+    except optuna.exceptions.DuplicatedStudyError:
+        if not load_if_exists:
+            raise SweepError(
+                f"the study <study_name={name}> already exists in <storage={storage_shown}> and "
+                "hydra.sweeper.load_if_exists=false: give another study_name, or allow resuming it"
+            ) from None
+        study = optuna.load_study(storage=storage, study_name=name)
+        existed = True
     found = [d.name.lower() for d in study.directions]
     metrics = [o.metric for o in objectives]
     stored_metrics = study.user_attrs.get(OBJECTIVES_ATTR)

@@ -83,6 +83,13 @@ class CfexpOptunaSweeperConf:
     # In a new study, run the composed config's own values of the searched keys
     # first (trial 0), when they lie in the search space. Not with sampler=grid.
     baseline: bool = True
+    # How many times the baseline runs (trials 0 … n-1, before any searched trial): its
+    # repetitions give the run-to-run spread that `cfexp report` tests trials against
+    # (at least 3 for its significance-gated success rate). They count in n_trials.
+    baseline_repetitions: int = 3
+    # Config key receiving each baseline repetition's index (0, 1, …), so its runs are
+    # told apart; null, or a key the config lacks or the search sets, = not passed.
+    repetition_key: Optional[str] = "repetition"
     # Config node that receives each job's study name and trial number
     # (<trial_key>.study, <trial_key>.number); null = do not pass them.
     trial_key: Optional[str] = "trial"

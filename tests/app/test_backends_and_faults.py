@@ -172,3 +172,32 @@ def test_a_server_that_does_not_start_is_reported_with_its_log(tmp_path: Path) -
     (run,) = runs_of(tmp_path)
     error = Path(client_for(tmp_path).download_artifacts(run.info.run_id, "error.txt", str(tmp_path))).read_text()
     assert "no_such_key" in error  # the server's own message, from its log
+
+
+def test_cfexp_serve_injects_faults_into_an_attached_backend(tmp_path: Path) -> None:
+    """`cfexp serve sim --settings '{"faults": …}'`: a standalone faulty server for any client."""
+    port = free_port()
+    settings = {"time_scale": 0.02, "faults": {"malformed_after_tokens": 2}}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cfexp.cli", "serve", "sim", "--port", str(port), "--settings", json.dumps(settings)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    assert process.stdout is not None
+    try:
+        assert process.stdout.readline().startswith("CFEXP_SERVING_READY")
+        done = run_cfexp(
+            tmp_path, "backend=ollama", f"backend.url=http://127.0.0.1:{port}", "scenario=single_inference",
+            "num_predict=8",
+        )
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            process.stdout.close()
+    assert done.returncode == 1 and "error_kind=malformed_stream" in done.stderr, done.stderr[-2000:]
+    (run,) = runs_of(tmp_path)
+    assert run.info.status == "FAILED" and run.data.metrics["calls_failed"] == 1

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
+from cfexp.agents.records import read_records
 from cfexp.servers.model_files import expected_sha256
 from tests.app.test_e2e_sim import client_for, leftover_processes, run_cfexp, runs_of
 
@@ -55,3 +61,40 @@ def test_single_and_dual_on_the_real_model_record_consistent_efficiencies(tmp_pa
         assert metrics["speedup"] * metrics["concurrent_wall_ms"] == pytest.approx(metrics["solo_sum_ms"], rel=1e-9)
         assert 0 < metrics["parallel_efficiency_pct"] <= 200
     assert leftover_processes(tmp_path) == []
+
+
+def test_the_real_server_killed_mid_stream_fails_the_run_with_no_orphan(tmp_path: Path) -> None:
+    """The real model streams 3 tokens and holds the stream open (faults.hang_after_tokens,
+    which the server logs), so the kill surely lands mid-stream, whatever the machine's speed."""
+    killed: list[int] = []
+    striker = threading.Thread(target=kill_server_mid_stream, args=(tmp_path, killed))
+    striker.start()
+    done = run_cfexp(
+        tmp_path, "scenario=single_inference", "num_predict=32", "+backend.settings.faults={hang_after_tokens:3}",
+        timeout=600,
+    )
+    striker.join()
+    assert killed, "the server was never seen mid-stream"
+    assert done.returncode == 1
+    assert "exited with code -9 during the job" in done.stderr and "Traceback" not in done.stderr
+    (run,) = runs_of(tmp_path)
+    assert run.info.status == "FAILED"
+    (call,) = [r for r in read_records(tmp_path / "run" / "records.raw.jsonl").records if r["kind"] == "call"]
+    assert call["error_kind"] == "incomplete_stream" and call["http_status"] == 200
+    assert call["content_chunks"] == 3 and call["text"]  # what came before the kill is kept
+    assert leftover_processes(tmp_path) == []
+
+
+def kill_server_mid_stream(tmp_path: Path, found: list[int]) -> None:
+    """SIGKILL this test's llama.cpp server once its log says the stream is held open."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        logs = (tmp_path / "run" / "servers").glob("*.log")
+        if any("hanging (faults.hang_after_tokens)" in log.read_text(errors="replace") for log in logs):
+            for proc in psutil.process_iter(["pid", "cmdline"]):
+                cmdline = " ".join(proc.info["cmdline"] or [])
+                if "cfexp.serving" in cmdline and str(tmp_path) in cmdline:
+                    os.kill(proc.pid, signal.SIGKILL)
+                    found.append(proc.pid)
+                    return
+        time.sleep(0.1)

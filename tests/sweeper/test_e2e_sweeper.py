@@ -13,9 +13,11 @@ import json
 from pathlib import Path
 
 import optuna
+import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
+from cfexp.report import ReportOptions, generate_report
 from tests.app.test_e2e_sim import client_for, leftover_processes, run_cfexp, runs_of
 
 pytestmark = pytest.mark.slow
@@ -92,9 +94,12 @@ def test_the_preset_resumes_its_study_and_reports_a_pareto_front(tmp_path: Path)
     study = load_study(storage)
     assert [t.number for t in study.trials] == [0, 1, 2, 3]
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
-    baseline = study.trials[0]  # the top-level defaults, run first
-    assert baseline.params == {"gpu_layers": 80, "ctx": 512, "temperature": 0.8}
-    assert baseline.user_attrs["cfexp.baseline"] is True
+    # The preset's 3 baseline runs (the top-level defaults) come first: the first run
+    # left the third waiting, the second run ran it before its searched trial.
+    assert [bool(t.user_attrs.get("cfexp.baseline")) for t in study.trials] == [True, True, True, False]
+    for baseline in study.trials[:3]:
+        assert baseline.params == {"gpu_layers": 80, "ctx": 512, "temperature": 0.8}
+        assert f"repetition={baseline.number}" in baseline.user_attrs["overrides"]
     assert study.metric_names == ["throughput_tok_s", "ttft_ms"]
     assert study.best_trials  # the Pareto front
 
@@ -139,7 +144,59 @@ def test_an_objective_the_job_does_not_produce_stops_the_sweep(tmp_path: Path) -
     assert {"throughput_tok_s", "ttft_ms", "e2e_ms"} <= set(produced)
     assert "Traceback" not in done.stderr
     study = load_study(f"sqlite:///{tmp_path}/multirun/optuna/optuna.db")
-    assert [t.state for t in study.trials] == [TrialState.FAIL]  # stopped after the first
+    # Stopped after the first trial; the rest of the baseline never ran (it waits in the storage).
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.WAITING, TrialState.WAITING]
     parent = parent_of(tmp_path)
     assert parent.info.status == "FAILED" and "tokens_per_joule" in parent.data.tags["error"]
+    assert leftover_processes(tmp_path) == []
+
+
+def test_a_search_with_baseline_repetitions_reports_its_study(tmp_path: Path) -> None:
+    """The preset, seeded: 3 baseline runs then 2 searched trials; `cfexp report` gives the study section."""
+    done = run_cfexp(
+        tmp_path, "-m", "+search=single_agent_options", "backend=sim", "backend.settings.time_scale=0.02",
+        "num_predict=8", "hydra.sweeper.n_trials=5", "hydra.sweeper.seed=0",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    study = load_study(f"sqlite:///{tmp_path}/multirun/optuna/optuna.db")
+    options = ReportOptions("cfexp", f"sqlite:///{tmp_path}/mlruns/mlflow.db", out_dir=tmp_path / "report")
+    text = generate_report(options).read_text()
+    out = tmp_path / "report"
+    assert f"## Optuna study `{study.study_name}`" in text
+    for heading in ("### Pareto front", "### Parameter importances", "### Optimization history",
+                    "### Optimization success rate against the baseline"):
+        assert heading in text, heading
+
+    # Every trial is traced to its MLflow run; the front is Optuna's, with those runs' ids.
+    runs = {r.info.run_id: r for r in children_of(tmp_path)}
+    trials = pd.read_csv(out / "study_trials.csv")
+    assert list(trials["trial"]) == list(range(5)) and list(trials["baseline"]) == [True] * 3 + [False] * 2
+    for _, row in trials.iterrows():
+        run = runs[row["run_id"]]
+        assert run.data.tags["trial.number"] == str(row["trial"])
+        assert run.data.metrics["throughput_tok_s"] == pytest.approx(row["value throughput_tok_s"])
+    best = pd.read_csv(out / "study_best.csv")
+    assert set(best["trial"]) == {t.number for t in study.best_trials}
+    assert set(best["run_id"]) <= set(runs)
+
+    importances = pd.read_csv(out / "study_importances.csv")
+    assert sorted(importances["param"]) == ["ctx", "gpu_layers", "temperature"]
+    assert (out / "study_history.png").stat().st_size > 0
+
+    # The success rate: the 2 searched trials, each against the 3 baseline runs.
+    verdicts = pd.read_csv(out / "study_success.csv")
+    assert sorted(set(verdicts["trial"])) == [3, 4] and set(verdicts["test"]) == {"student"}
+    assert set(verdicts["n_baseline"]) == {3}
+    rates = pd.read_csv(out / "study_success_rates.csv").set_index("objective")
+    assert list(rates.index) == ["throughput_tok_s", "ttft_ms", "all objectives"]
+    assert set(rates["searched_trials"]) == {2} and set(rates["gated_n"]) == {2} and set(rates["failed"]) == {0}
+    for metric, direction in (("throughput_tok_s", "maximize"), ("ttft_ms", "minimize")):
+        gated = verdicts[verdicts["metric"] == metric]
+        assert rates.loc[metric, "gated_successes"] == int(gated["success_gated"].sum())
+        assert (gated["direction"] == direction).all()
+
+    # The same runs give the same study files.
+    generate_report(ReportOptions(options.experiment, options.tracking_uri, out_dir=tmp_path / "again"))
+    for name in sorted(p.name for p in out.glob("study_*")):
+        assert (out / name).read_bytes() == (tmp_path / "again" / name).read_bytes(), name
     assert leftover_processes(tmp_path) == []

@@ -45,6 +45,7 @@ class ToySchema:
     x: float = 0.0
     y: int = 1
     mode: str = "ok"
+    repetition: int = 0
     trial: ToyTrial = field(default_factory=ToyTrial)
 
 
@@ -60,6 +61,7 @@ def toy_task(cfg: DictConfig) -> dict[str, float] | None:
         "loss": (cfg.x - 2.0) ** 2 + (cfg.y - 1) ** 2,
         "size": cfg.x + cfg.y,
         "trial_number": float(cfg.trial.number),
+        "repetition": float(cfg.repetition),
     }
     if cfg.mode == "nometric":
         del metrics["loss"]
@@ -149,6 +151,33 @@ def test_a_seeded_tpe_sweep_starts_from_the_baseline_and_improves_on_it(sweep: S
     assert summary["study_name"] == study.study_name and summary["best_trials"][0]["number"] == study.best_trial.number
 
 
+def test_the_baseline_runs_first_with_repetitions_and_is_never_enqueued_twice(sweep: Sweep, tmp_path: Path) -> None:
+    """4 baseline repetitions, 2 trials per run: the second run finishes the baseline, then searches."""
+    command = ("x=interval(0,4)", "y=range(0,4)", "hydra.sweeper.n_trials=2", "hydra.sweeper.baseline_repetitions=4")
+    sweep(*command)
+    study = the_study(tmp_path)
+    assert states(study) == ["COMPLETE", "COMPLETE", "WAITING", "WAITING"]  # the rest of the baseline waits
+    for _ in range(2):
+        sweep(*command)
+    study = the_study(tmp_path)
+    assert states(study) == ["COMPLETE"] * 6
+    baseline = [bool(t.user_attrs.get("cfexp.baseline")) for t in study.trials]
+    assert baseline == [True] * 4 + [False] * 2
+    for trial in study.trials[:4]:  # the config's own values, each run with its repetition index
+        assert trial.params == {"x": 0.0, "y": 1}
+        assert trial.user_attrs["metrics"]["repetition"] == trial.user_attrs["cfexp.baseline_repetition"]
+        assert "repetition=" + str(trial.number) in trial.user_attrs["overrides"]
+    assert [t.user_attrs["metrics"]["repetition"] for t in study.trials[4:]] == [0, 0]  # searched: default
+    summary = json.loads((tmp_path / "multirun" / "optuna_study.json").read_text())
+    assert summary["baseline_trials"] == [0, 1, 2, 3]
+
+
+def test_a_searched_repetition_key_is_left_to_the_search(sweep: Sweep, tmp_path: Path) -> None:
+    sweep("x=interval(0,4)", "repetition=7", "hydra.sweeper.n_trials=2", "hydra.sweeper.baseline_repetitions=2")
+    study = the_study(tmp_path)
+    assert [t.user_attrs["metrics"]["repetition"] for t in study.trials] == [7, 7]
+
+
 def test_rerunning_the_command_resumes_the_study(sweep: Sweep, tmp_path: Path) -> None:
     for _ in range(2):
         sweep("x=interval(0,4)", "y=range(0,4)", "hydra.sweeper.n_trials=3")
@@ -232,7 +261,7 @@ def test_too_many_failures_stop_the_sweep(sweep: Sweep, tmp_path: Path) -> None:
 
 
 def test_a_missing_metric_stops_the_sweep_and_lists_the_metrics_produced(sweep: Sweep, tmp_path: Path) -> None:
-    with pytest.raises(SweepError, match=r"does not produce the metric\(s\) loss .* It produces: size, trial_number"):
+    with pytest.raises(SweepError, match=r"does not produce the metric\(s\) loss .* It produces: repetition, size, trial_number"):
         sweep("x=interval(0,4)", "mode=nometric")
     assert states(the_study(tmp_path)) == ["FAIL"]
 
@@ -273,6 +302,7 @@ def test_a_study_with_other_objectives_is_refused(sweep: Sweep, tmp_path: Path) 
     ("overrides", "message"),
     [
         (("hydra.sweeper.n_trials=0",), r"<n_trials=0> must be at least 1"),
+        (("hydra.sweeper.baseline_repetitions=0",), r"<baseline_repetitions=0> must be at least 1"),
         (("hydra.sweeper.trial_key=nowhere",), "no node 'nowhere'"),
         (("hydra.sweeper.sampler=cmaes", "hydra.sweeper.constraints=['size <= 2']"), "ignores constraints"),
         (("+hydra.sweeper.sampler_options.nope=1",), "TPESampler takes consider_prior"),

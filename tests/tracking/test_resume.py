@@ -1,0 +1,159 @@
+"""The config hash that resume relies on, and which parent run a resumed sweep reuses."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from omegaconf import DictConfig
+
+from cfexp.tracking.jobs import PARENT_FILE, redacted_config, start_parent
+from cfexp.tracking.resume import VOLATILE_KEYS, config_hash, finished_run, parent_to_reuse, sweep_key
+from cfexp.tracking.store import Tracker
+
+REPO = Path(__file__).resolve().parents[2]
+OVERRIDES = ("backend=sim", "scenario=single_agent", "temperature=0.6")
+
+_HASH_IN_A_NEW_PROCESS = textwrap.dedent(
+    """
+    import sys
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+    from cfexp.config.schema import register_configs
+    from cfexp.tracking.jobs import redacted_config
+    from cfexp.tracking.resume import config_hash
+
+    register_configs()
+    with initialize_config_dir(config_dir=sys.argv[1], version_base="1.3"):
+        cfg = compose("config", overrides=sys.argv[2:], return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    print(config_hash(redacted_config(cfg)))
+    """
+)
+
+
+def _leaves(node: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _leaves(value, (*prefix, key))
+    else:
+        yield prefix, node
+
+
+def _changed(value: Any) -> Any:
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value + 1
+    if isinstance(value, str):
+        return value + "x"
+    if isinstance(value, list):
+        return [*value, "x"]
+    return "set" if value is None else None
+
+
+def _set(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    copied = copy.deepcopy(tree)
+    node = copied
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return copied
+
+
+def test_the_hash_is_the_same_in_another_process_and_with_other_output_paths(
+    compose_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    here = config_hash(redacted_config(compose_cfg(*OVERRIDES)))
+    elsewhere = tmp_path / "elsewhere"
+    done = subprocess.run(
+        [sys.executable, "-c", _HASH_IN_A_NEW_PROCESS, str(REPO / "conf"), *reversed(OVERRIDES),
+         f"paths.root_dir={elsewhere}", "resume=true", "tracking.experiment=other", "trial.number=7"],
+        capture_output=True, text=True, check=True, cwd=REPO,
+        env={"PYTHONHASHSEED": "123", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    assert done.stdout.strip() == here
+    assert len(here) == 64
+
+
+def test_every_measured_setting_changes_the_hash(compose_cfg: Callable[..., DictConfig]) -> None:
+    config = redacted_config(compose_cfg(*OVERRIDES))
+    base = config_hash(config)
+    measured = [(path, value) for path, value in _leaves(config) if path[0] not in VOLATILE_KEYS]
+    assert len(measured) > 40  # the whole config, not a chosen few keys
+    for path, value in measured:
+        assert config_hash(_set(config, path, _changed(value))) != base, ".".join(path)
+    for path, value in _leaves(config):
+        if path[0] in VOLATILE_KEYS:
+            assert config_hash(_set(config, path, _changed(value))) == base, ".".join(path)
+
+
+def test_volatile_keys_do_not_change_the_hash(compose_cfg: Callable[..., DictConfig], tmp_path: Path) -> None:
+    base = config_hash(redacted_config(compose_cfg(*OVERRIDES)))
+    assert config_hash(redacted_config(compose_cfg(*OVERRIDES, "resume=true", "tracking.uri=sqlite:///x.db"))) == base
+    assert config_hash(redacted_config(compose_cfg(*OVERRIDES, "temperature=0.7"))) != base
+    assert config_hash(redacted_config(compose_cfg(*OVERRIDES, "repetition=1"))) != base
+
+
+@pytest.fixture
+def tracker(tmp_path: Path) -> Tracker:
+    return Tracker(f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "artifacts")
+
+
+def _parent(tracker: Tracker, overrides: list[str], status: str) -> str:
+    run_id = tracker.start_run(
+        "e", "sweep", {"cfexp.sweep": "parent", "cfexp.sweep_key": sweep_key(overrides)}
+    )
+    tracker.end_run(run_id, status)
+    return run_id
+
+
+def test_the_latest_unfinished_parent_with_the_same_overrides_is_reused(tracker: Tracker, tmp_path: Path) -> None:
+    sweep = ["temperature=0.6,0.8", "ctx=512"]
+    unfinished = _parent(tracker, sweep, "FAILED")
+    _parent(tracker, sweep, "FINISHED")
+    _parent(tracker, ["temperature=0.6,0.9"], "KILLED")
+    resumed = ["ctx=512", "resume=true", "temperature=0.6,0.8"]  # any order, plus resume
+    assert parent_to_reuse(tracker, "e", resumed, tmp_path) == unfinished
+    assert parent_to_reuse(tracker, "e", ["temperature=0.1,0.2"], tmp_path) is None
+
+
+def test_when_every_parent_finished_the_latest_is_reused(tracker: Tracker, tmp_path: Path) -> None:
+    sweep = ["temperature=0.6,0.8"]
+    _parent(tracker, sweep, "FINISHED")
+    latest = _parent(tracker, sweep, "FINISHED")
+    assert parent_to_reuse(tracker, "e", sweep, tmp_path) == latest
+
+
+def test_start_parent_reopens_the_parent_of_the_sweep_folder(tracker: Tracker, tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    sweep_dir.mkdir()
+    first = start_parent(tracker, "e", sweep_dir, ["temperature=0.6,0.8"], resume=False)
+    tracker.end_run(first, "KILLED")
+    assert (sweep_dir / PARENT_FILE).exists()
+    # Other overrides (a fault removed), same folder: the folder's parent wins.
+    again = start_parent(tracker, "e", sweep_dir, ["temperature=0.6,0.7", "resume=true"], resume=True)
+    assert again == first
+    assert tracker.get_run(first).info.status == "RUNNING"
+    assert start_parent(tracker, "e", sweep_dir, ["temperature=0.6,0.7"], resume=False) != first
+
+
+def test_finished_run_finds_only_finished_runs_of_the_hash(tracker: Tracker) -> None:
+    failed = tracker.start_run("e", "a", {"cfexp.config_hash": "h1"})
+    tracker.end_run(failed, "FAILED")
+    assert finished_run(tracker, "e", "h1") is None
+    done = tracker.start_run("e", "b", {"cfexp.config_hash": "h1"})
+    tracker.log_metrics(done, {"ttft_ms": 12.5})
+    tracker.end_run(done, "FINISHED")
+    earlier = finished_run(tracker, "e", "h1")
+    assert earlier is not None and earlier.run_id == done and earlier.metrics == {"ttft_ms": 12.5}
+    assert finished_run(tracker, "e", "h2") is None
