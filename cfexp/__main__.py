@@ -20,7 +20,7 @@ import hydra
 from omegaconf import DictConfig
 
 from cfexp.config.schema import register_configs
-from cfexp.servers.process import Terminated, install_cleanup_handlers, stop_all
+from cfexp.servers.process import Terminated, install_cleanup_handlers, stop_all, stop_launched_jobs
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -39,6 +39,14 @@ def main() -> None:
         _hydra_entry()
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated)
         sys.exit(_interrupted(exc))
+    except SystemExit as exc:
+        # Hydra reports an error it caught (e.g. a launcher's: a job whose process
+        # died) by exiting 1, without the sweep's end hook: close the sweep here.
+        if exc.code not in (0, None):
+            stop_all()
+            stop_launched_jobs(signal.SIGINT, grace_s=None)  # the jobs still running end as usual
+            _close_sweep("the sweep stopped on an error (see above)", "FAILED")
+        raise
     from cfexp.app.callback import Outcome
 
     sys.exit(Outcome.exit_code)
@@ -50,16 +58,21 @@ def _interrupted(exc: KeyboardInterrupt) -> int:
     # A second signal during this clean-up must not cut it short.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     stop_all()
+    stop_launched_jobs(signum)
     reason = str(exc) or "interrupted by the user (Ctrl-C)"
-    try:
-        from cfexp.app.callback import close_interrupted
-
-        close_interrupted(reason)
-    except Exception as error:  # the store may be what broke: still exit cleanly
-        print(f"cfexp: could not close the sweep's parent run: {error}", file=sys.stderr)
+    _close_sweep(reason, "KILLED")
     print(f"cfexp: {reason}; any running job was marked KILLED and every server and agent stopped.",
           file=sys.stderr)
     return 128 + signum
+
+
+def _close_sweep(reason: str, run_status: str) -> None:
+    try:
+        from cfexp.app.callback import close_unfinished
+
+        close_unfinished(reason, run_status)
+    except Exception as error:  # the store may be what broke: still exit cleanly
+        print(f"cfexp: could not close the sweep's parent run: {error}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 from cfexp.app import status
 from cfexp.redact import mask_in_logs, redact_overrides, secret_values
 from cfexp.servers.pool import POOL
+from cfexp.servers.process import install_cleanup_handlers
 from cfexp.tracking.jobs import PARENT_FILE, is_multirun, start_parent, tracker_for
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,15 @@ class CfexpCallback(Callback):
         # Hydra logs each job's overrides as it launches it: mask literal secrets.
         mask_in_logs(v for s in secret_values(config.hydra.overrides.task) for v in (s, *s.split(",")))
         resume = bool(config.get("resume", False))
-        run_id = start_parent(tracker, config.tracking.experiment, sweep_dir, overrides, resume)
+        try:
+            run_id = start_parent(tracker, config.tracking.experiment, sweep_dir, overrides, resume)
+        except Exception as exc:  # Hydra would only warn and run every job without a parent
+            print(
+                f"cfexp: could not create the sweep's parent run in {tracker.uri} "
+                f"(experiment {config.tracking.experiment!r}): {exc}. No job was started.",
+                file=sys.stderr,
+            )
+            raise SystemExit(1) from exc
         Outcome.sweep_config = config
         log.info("MLflow parent run %s (%s)", run_id, tracker.uri)
 
@@ -94,6 +103,11 @@ class CfexpCallback(Callback):
             multirun=is_multirun(config.hydra),
             launcher=str(config.hydra.runtime.choices.get("hydra/launcher", "basic")),
         )
+        if not POOL.shared_across_jobs:
+            # submitit ignores SIGTERM in its jobs (SLURM's pre-emption warning). cfexp
+            # does not checkpoint: SIGTERM stops the job and marks its run KILLED, as in
+            # the launching process (which forwards its own SIGTERM: cfexp.__main__).
+            install_cleanup_handlers()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         Outcome.sweep_config = None  # ended here, not by close_interrupted
@@ -117,9 +131,13 @@ class CfexpCallback(Callback):
         _report(statuses, [s for s in statuses if not s.ok])
 
 
-def close_interrupted(reason: str) -> None:
-    """After Ctrl-C or SIGTERM (Hydra calls no end hook then): stop the servers
-    kept for the sweep and end its parent run KILLED, with the summary so far."""
+def close_unfinished(reason: str, run_status: str) -> None:
+    """End a sweep that Hydra left without its end hook: after Ctrl-C or SIGTERM
+    (``KILLED``), or after a launcher's error such as a job whose process died
+    (``FAILED``). Stops the servers kept for the sweep; the job runs still
+    RUNNING under the parent (their process died, or never got to end them)
+    end with ``run_status`` and the reason; the parent too, with the summary so far.
+    """
     POOL.close()
     config, Outcome.sweep_config = Outcome.sweep_config, None
     if config is None:
@@ -131,9 +149,19 @@ def close_interrupted(reason: str) -> None:
     statuses = status.read_all(sweep_dir)
     tracker = tracker_for(config.tracking.uri, _mlruns_dir(config))
     run_id = json.loads(parent_file.read_text())["run_id"]
+    running = f"tags.mlflow.parentRunId = '{run_id}' and attributes.status = 'RUNNING'"
+    dead = []
+    for child in tracker.search_runs(config.tracking.experiment, running):
+        dead.append(child.info.run_id)
+        tracker.log_text(child.info.run_id, f"the sweep ended before this job did: {reason}", "error.txt")
+        tracker.end_run(child.info.run_id, run_status)
     tracker.set_tags(run_id, {"jobs": str(len(statuses)), "failed_jobs": str(sum(not s.ok for s in statuses))})
     tracker.log_text(run_id, f"{reason}\n{_summary(statuses)}", "sweep_summary.txt")
-    tracker.end_run(run_id, "KILLED")
+    tracker.end_run(run_id, run_status)
+    if run_status == "FAILED":  # after Ctrl-C or SIGTERM, __main__ says what happened
+        print(f"\ncfexp: {len(dead)} job run(s) ended without a result (their process died?) and are "
+              f"marked FAILED: {', '.join(dead) or 'none'}", file=sys.stderr)
+        _report(statuses, [s for s in statuses if not s.ok])
 
 
 def _read_one(job_dir: Path) -> status.JobStatus | None:

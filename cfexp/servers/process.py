@@ -23,6 +23,8 @@ from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
+import psutil
+
 from cfexp.childproc import kill_group
 
 log = logging.getLogger(__name__)
@@ -139,6 +141,35 @@ def stop_all() -> None:
         running = list(_RUNNING)
     for process in running:
         process.stop(grace_s=2.0)
+
+
+def stop_launched_jobs(signum: int, grace_s: float | None = 30.0) -> None:
+    """Pass a stop signal on to the children no ManagedProcess tracks, then wait.
+
+    Those are jobs of an out-of-process launcher (submitit's local controllers,
+    which forward SIGTERM to their job): each job marks its run KILLED and stops
+    its own servers. Ctrl-C already reached them through the process group, so
+    they are only waited for (SIGINT: no signal sent). What outlives ``grace_s``
+    is killed, whole tree; ``None`` waits for the jobs to end on their own.
+    """
+    try:
+        children = psutil.Process().children()
+    except psutil.Error:
+        return
+    if signum != signal.SIGINT:
+        for child in children:
+            try:
+                child.send_signal(signum)
+            except psutil.NoSuchProcess:
+                pass
+    _, alive = psutil.wait_procs(children, timeout=grace_s)
+    for child in alive:
+        log.warning("pid %d did not stop within %s s of the signal: killed", child.pid, grace_s)
+        try:
+            for process in [*child.children(recursive=True), child]:
+                process.kill()
+        except psutil.NoSuchProcess:
+            pass
 
 
 class Terminated(KeyboardInterrupt):

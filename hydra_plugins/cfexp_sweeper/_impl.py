@@ -264,7 +264,7 @@ class CfexpOptunaSweeperImpl(Sweeper):
         log.info("baseline: the first %d trial(s) run the config's own values %s", count, params)
         # Enqueued trials wait in the storage until asked for: a run that ends before all
         # of them ran leaves the rest for the next run of the command (never enqueued twice:
-        # only a newly created study gets a baseline).
+        # only the worker whose open_study created the study enqueues it, see _study.py).
         for repetition in range(count):
             study.enqueue_trial(params, user_attrs={BASELINE_ATTR: True, BASELINE_REPETITION_ATTR: repetition})
 

@@ -116,3 +116,20 @@ def test_an_output_folder_that_cannot_be_written_stops_before_any_job(
     written = {p.name for p in tmp_path.rglob("*")}
     assert not written & {"cfexp_status.json", "servers", "mlflow.db", "records.raw.jsonl"}, written
     assert leftover_processes(tmp_path) == []
+
+
+def test_a_parent_run_that_cannot_be_created_stops_the_sweep(tmp_path: Path) -> None:
+    # MLflow refuses new runs in a deleted experiment: the parent run cannot be
+    # created. Hydra would only warn about the callback's error and run every job
+    # unlinked; cfexp stops before any job instead.
+    (tmp_path / "mlruns").mkdir()
+    client = client_for(tmp_path)
+    client.delete_experiment(client.create_experiment("cfexp"))
+
+    done = run_cfexp(tmp_path, "-m", *FAST_SIM, "scenario=single_inference", "temperature=0.6,0.8")
+
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "cfexp: could not create the sweep's parent run" in done.stderr
+    assert "No job was started" in done.stderr and "Traceback" not in done.stderr
+    assert not list(tmp_path.rglob("cfexp_status.json"))  # no job ran
+    assert leftover_processes(tmp_path) == []
