@@ -48,7 +48,7 @@ class ReportOptions:
 def generate_report(options: ReportOptions) -> Path:
     """Load the runs, compute, write; returns the path of report.md."""
     runset = load_runs(options.tracking_uri, options.experiment, options.filter_string, options.parent_run_id)
-    out = options.out_dir or Path("reports") / options.experiment
+    out = options.out_dir or Path("reports") / safe_name(options.experiment)  # a name, never a path
     return write_report(runset, options, out)
 
 
