@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -37,3 +38,14 @@ def compose_cfg(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
 
     yield _compose
     GlobalHydra.instance().clear()
+
+
+@pytest.fixture(autouse=True)
+def _cfexp_loggers_enabled() -> None:
+    """In-process Hydra runs (tests/sweeper) configure logging anew: the loggers
+    that existed then are disabled, and the root logger's level is raised.
+    Re-enable cfexp's, so that caplog sees their records whatever ran before
+    (a test that needs a level sets it with caplog.set_level)."""
+    for name, logger in list(logging.Logger.manager.loggerDict.items()):
+        if name.startswith("cfexp") and isinstance(logger, logging.Logger):
+            logger.disabled = False
