@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from cfexp.app.artifacts import safe_name
 from cfexp.report import markdown as md
 from cfexp.report import plots, study_store, success, tables
 from cfexp.report.load import RunSet, load_runs, short

@@ -89,3 +89,11 @@ def test_cli_exits_non_zero_without_runs(store: str, tmp_path: Path) -> None:
          "--out", str(tmp_path / "ok")], cwd=REPO, env=env, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "ok" / "report.md").is_file()
+
+
+def test_the_default_output_folder_is_reports_and_the_experiment_name(
+    store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    path = generate_report(ReportOptions(EXPERIMENT, store))
+    assert path == Path("reports") / EXPERIMENT / "report.md" and path.exists()
