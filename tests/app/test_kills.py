@@ -14,6 +14,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -90,17 +92,25 @@ def test_a_server_killed_mid_stream_fails_its_job_and_the_sweep_goes_on(tmp_path
 # --- Ctrl-C and SIGTERM to a running sweep ------------------------------------
 
 
-def start_cfexp(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
-    """`python -m cfexp ARGS` in its own session (as a shell's foreground job), outputs under tmp_path."""
+@contextmanager
+def started_cfexp(tmp_path: Path, *args: str) -> Iterator[subprocess.Popen[str]]:
+    """`python -m cfexp ARGS` in its own session (as a shell's foreground job), outputs under
+    tmp_path; its whole process group is SIGKILLed on the way out if it still runs."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     command = [
         sys.executable, "-m", "cfexp", *args, f"paths.root_dir={tmp_path}",
         f"hydra.sweep.dir={tmp_path}/multirun", f"hydra.run.dir={tmp_path}/run",
     ]
-    return subprocess.Popen(
+    cfexp = subprocess.Popen(
         command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True,
     )
+    try:
+        yield cfexp
+    finally:
+        if cfexp.poll() is None:
+            os.killpg(cfexp.pid, signal.SIGKILL)
+            cfexp.communicate()
 
 
 def process_tree_when_streaming(main: psutil.Process, records: Path) -> list[psutil.Process]:
@@ -131,10 +141,17 @@ def survivors(tree: list[psutil.Process]) -> list[str]:
     return alive
 
 
+def assert_all_stopped(tree: list[psutil.Process], grace_s: float = 10) -> None:
+    """Every process of ``tree`` ends within ``grace_s`` (a stopped one may take a moment to be reaped)."""
+    deadline = time.monotonic() + grace_s
+    while survivors(tree) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert survivors(tree) == []
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl_c", "sigterm"])
 def test_a_signal_to_a_running_sweep_kills_its_runs_and_every_process(tmp_path: Path, sig: signal.Signals) -> None:
-    cfexp = start_cfexp(tmp_path, "-m", *SLOW_SIM, "temperature=0.6,0.8")
-    try:
+    with started_cfexp(tmp_path, "-m", *SLOW_SIM, "temperature=0.6,0.8") as cfexp:
         main = psutil.Process(cfexp.pid)
         tree = process_tree_when_streaming(main, tmp_path / "multirun" / "0" / "records.raw.jsonl")
         commands = " ".join(" ".join(p.cmdline()) for p in tree)
@@ -144,16 +161,9 @@ def test_a_signal_to_a_running_sweep_kills_its_runs_and_every_process(tmp_path: 
         else:
             cfexp.send_signal(signal.SIGTERM)
         _, stderr = cfexp.communicate(timeout=120)
-    finally:
-        if cfexp.poll() is None:
-            os.killpg(cfexp.pid, signal.SIGKILL)
-            cfexp.communicate()
     assert cfexp.returncode == 128 + sig, stderr[-3000:]
     assert "Traceback" not in stderr and "marked KILLED" in stderr
-    deadline = time.monotonic() + 10  # a stopped process may take a moment to be reaped
-    while survivors(tree) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert survivors(tree) == []
+    assert_all_stopped(tree)
     assert leftover_processes(tmp_path) == []
     runs = runs_of(tmp_path)
     (parent,) = [r for r in runs if r.data.tags.get("cfexp.sweep") == "parent"]
@@ -171,19 +181,11 @@ def test_cfexp_itself_killed_leaves_no_process_behind(tmp_path: Path) -> None:
 
     The run cannot be closed then (it stays RUNNING; `resume=true` runs its job again).
     """
-    cfexp = start_cfexp(tmp_path, *SLOW_SIM)
-    try:
+    with started_cfexp(tmp_path, *SLOW_SIM) as cfexp:
         main = psutil.Process(cfexp.pid)
         tree = process_tree_when_streaming(main, tmp_path / "run" / "records.raw.jsonl")
         cfexp.send_signal(signal.SIGKILL)
         cfexp.communicate(timeout=60)
-    finally:
-        if cfexp.poll() is None:
-            os.killpg(cfexp.pid, signal.SIGKILL)
-            cfexp.communicate()
     assert cfexp.returncode == -signal.SIGKILL
-    deadline = time.monotonic() + 20  # children get SIGTERM from the kernel, then stop
-    while survivors(tree) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert survivors(tree) == []
+    assert_all_stopped(tree, grace_s=20)  # children get SIGTERM from the kernel, then stop
     assert leftover_processes(tmp_path) == []

@@ -7,7 +7,6 @@ per_sweep servers and the host lock must all work across processes.
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from pathlib import Path
@@ -17,8 +16,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from tests.app.test_e2e_sim import client_for
-from tests.app.test_kills import SLOW_SIM, start_cfexp
-from tests.app.test_kills import survivors as tree_survivors
+from tests.app.test_kills import SLOW_SIM, assert_all_stopped, started_cfexp
 from tests.launchers.helpers import job_dirs, job_status, run_sweep, survivors, sweep_runs
 
 pytestmark = pytest.mark.slow
@@ -109,23 +107,15 @@ def wait_until_both_jobs_stream(main: psutil.Process, sweep_dir: Path) -> None:
 def test_sigterm_to_the_sweep_stops_the_jobs_in_other_processes(tmp_path: Path) -> None:
     # submitit's jobs ignore SIGTERM (SLURM's pre-emption warning): cfexp passes its
     # own SIGTERM on to the launched jobs, and each marks its run KILLED.
-    cfexp = start_cfexp(tmp_path, "-m", LOCAL, *SLOW_SIM, "temperature=0.6,0.8")
-    try:
+    with started_cfexp(tmp_path, "-m", LOCAL, *SLOW_SIM, "temperature=0.6,0.8") as cfexp:
         main = psutil.Process(cfexp.pid)
         wait_until_both_jobs_stream(main, tmp_path / "multirun")
         tree = [main, *main.children(recursive=True)]
         assert sum("cfexp.serving" in " ".join(p.cmdline()) for p in tree) == 2  # a server per job
         cfexp.send_signal(signal.SIGTERM)
         _, stderr = cfexp.communicate(timeout=120)
-    finally:
-        if cfexp.poll() is None:
-            os.killpg(cfexp.pid, signal.SIGKILL)
-            cfexp.communicate()
     assert cfexp.returncode == 128 + signal.SIGTERM, stderr[-3000:]
-    deadline = time.monotonic() + 10  # a stopped process may take a moment to be reaped
-    while tree_survivors(tree) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert tree_survivors(tree) == []
+    assert_all_stopped(tree)
     assert survivors(tmp_path) == []
     parent, children = sweep_runs(tmp_path)
     assert parent.info.status == "KILLED"
@@ -137,8 +127,7 @@ def test_a_job_process_that_dies_fails_its_run_and_the_sweep_ends_cleanly(tmp_pa
     # A job's process SIGKILLed (as by the OOM killer) leaves no result: submitit's
     # launcher raises. cfexp still lets the other job finish, ends the dead job's run
     # and the parent FAILED, and leaves no process behind.
-    cfexp = start_cfexp(tmp_path, "-m", LOCAL, *SLOW_SIM, "temperature=0.6,0.8")
-    try:
+    with started_cfexp(tmp_path, "-m", LOCAL, *SLOW_SIM, "temperature=0.6,0.8") as cfexp:
         main = psutil.Process(cfexp.pid)
         wait_until_both_jobs_stream(main, tmp_path / "multirun")
         tree = [main, *main.children(recursive=True)]
@@ -146,16 +135,9 @@ def test_a_job_process_that_dies_fails_its_run_and_the_sweep_ends_cleanly(tmp_pa
         assert len(job_processes) == 2
         job_processes[0].kill()
         _, stderr = cfexp.communicate(timeout=180)
-    finally:
-        if cfexp.poll() is None:
-            os.killpg(cfexp.pid, signal.SIGKILL)
-            cfexp.communicate()
     assert cfexp.returncode == 1, stderr[-3000:]
     assert "without a result" in stderr
-    deadline = time.monotonic() + 10
-    while tree_survivors(tree) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert tree_survivors(tree) == []
+    assert_all_stopped(tree)
     assert survivors(tmp_path) == []
     parent, children = sweep_runs(tmp_path)
     assert parent.info.status == "FAILED"
