@@ -1,11 +1,16 @@
-"""The agent contract in Python: the spec the harness writes, the records agents write.
+"""The agent contract's output: the records agents write (docs/record-schema.md §2–3).
 
-``docs/record-schema.md`` is the normative text; this module is its typed
-mirror, used by the Python agent (writing) and by the harness (writing specs,
-reading records). The Rust agent implements the same schema independently.
+The typed mirror of the normative text, used by the Python agent (writing with
+:class:`RecordWriter`) and by the harness (reading back with
+:func:`read_records`, which gives the same types). The Rust agent implements the
+same schema (``rust/cfexp-agent/src/records.rs``); the shared golden fixtures
+in ``tests/fixtures/`` hold both to it.
 
-    Spec ──(harness writes spec.json)──▶ agent ──(RecordWriter)──▶ records.jsonl
-    records.jsonl ──read_records()──▶ RecordLog ──▶ cfexp.metrics
+    spec.json ──▶ agent ──(RecordWriter)──▶ records.jsonl
+    records.jsonl ──read_records()──▶ RecordLog[Record] ──▶ cfexp.metrics
+
+Records hold raw facts only (clock readings, the server's own counters,
+texts); every metric is derived from them by ``cfexp.metrics``.
 
 Kept import-light on purpose (json, dataclasses, enum): the agent imports it
 before its ``ready`` record, whose latency is measured.
@@ -15,24 +20,17 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field, fields
+import types
+import typing
+from dataclasses import MISSING, dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, Any, ClassVar, NamedTuple
+from typing import IO, Any, ClassVar, NamedTuple, TypeVar, get_type_hints
 
-from cfexp.errors import AgentError, ConfigError
+from cfexp.agents.spec import SCHEMA_VERSION
+from cfexp.errors import AgentError
 
 log = logging.getLogger(__name__)
-
-SCHEMA_VERSION = 1
-
-SCENARIOS = ("single_inference", "single_agent", "multi_agent")
-APIS = ("ollama", "openai")
-RUNTIMES = ("asyncio", "uvloop")
-STEPS = ("single_inference", "analysis", "report")
-# Model options an agent may send (Ollama names); anything else is a spec error,
-# so a typo cannot silently become "server defaults".
-OPTION_KEYS = ("num_gpu", "num_ctx", "temperature", "top_p", "top_k", "repeat_penalty", "seed")
 
 
 class ErrorKind(StrEnum):
@@ -47,199 +45,6 @@ class ErrorKind(StrEnum):
     EMPTY_RESPONSE = "empty_response"
 
 
-# --------------------------------------------------------------------------- spec
-
-
-@dataclass(frozen=True)
-class AgentSpec:
-    """One concurrent agent of a job (``spec.agents[i]``)."""
-
-    name: str
-    persona: str
-    base_url: str
-    api: str
-    model: str
-    options: dict[str, Any] | None
-    instance: int
-    # repr=False: a logged or printed spec never shows the key.
-    api_key: str | None = field(default=None, repr=False)
-
-
-@dataclass(frozen=True)
-class Spec:
-    """What one agent process is asked to do (``spec.json``)."""
-
-    run_id: str
-    scenario: str
-    data_dir: str
-    num_predict: int
-    call_timeout_s: float
-    defeat_prompt_cache: bool
-    agents: tuple[AgentSpec, ...]
-    schema_version: int = SCHEMA_VERSION
-    # Python agent only (asyncio | uvloop); other agents ignore it. The
-    # command line's --runtime wins over it.
-    runtime: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON object the harness writes (with ``api_key`` as given)."""
-        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
-        out["agents"] = [{f.name: getattr(a, f.name) for f in fields(a)} for a in self.agents]
-        return out
-
-    def write(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
-
-    @classmethod
-    def from_dict(cls, raw: Any) -> Spec:
-        """Validate a decoded spec; raises :class:`ConfigError` naming the bad field."""
-        return _SpecReader(raw).read()
-
-    @classmethod
-    def load(cls, path: Path) -> Spec:
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"cannot read the spec <path={path}>: {exc}") from exc
-        except ValueError as exc:
-            raise ConfigError(f"the spec is not valid JSON <path={path}>: {exc}") from exc
-        return cls.from_dict(raw)
-
-
-class _SpecReader:
-    """Field-by-field validation with messages that show the bad value."""
-
-    _TOP: ClassVar[frozenset[str]] = frozenset(
-        {
-            "schema_version",
-            "run_id",
-            "scenario",
-            "data_dir",
-            "num_predict",
-            "call_timeout_s",
-            "defeat_prompt_cache",
-            "agents",
-            "runtime",
-        }
-    )
-    _AGENT: ClassVar[frozenset[str]] = frozenset(
-        {"name", "persona", "base_url", "api", "model", "options", "instance", "api_key"}
-    )
-
-    def __init__(self, raw: Any) -> None:
-        self.raw = raw
-
-    def read(self) -> Spec:
-        raw = self._object(self.raw, "spec")
-        self._known(raw, self._TOP, "spec")
-        version = self._get(raw, "schema_version", int, "spec")
-        if version != SCHEMA_VERSION:
-            raise ConfigError(
-                f"unsupported <schema_version={version}>: this agent reads "
-                f"{SCHEMA_VERSION}; rebuild the agent and the harness from one commit"
-            )
-        scenario = self._choice(raw, "scenario", SCENARIOS, "spec")
-        num_predict = self._get(raw, "num_predict", int, "spec")
-        if num_predict < 1:
-            raise ConfigError(f"<num_predict={num_predict}> must be at least 1")
-        timeout = self._get(raw, "call_timeout_s", (int, float), "spec")
-        if not timeout > 0:
-            raise ConfigError(f"<call_timeout_s={timeout}> must be positive")
-        runtime = raw.get("runtime")
-        if runtime is not None and runtime not in RUNTIMES:
-            raise ConfigError(f"<runtime={runtime!r}> must be one of {', '.join(RUNTIMES)} or null")
-        agents_raw = raw.get("agents")
-        if not isinstance(agents_raw, list) or not agents_raw:
-            raise ConfigError("<agents> must be a non-empty list of agent objects")
-        agents = tuple(self._agent(a, f"agents[{i}]") for i, a in enumerate(agents_raw))
-        if scenario != "multi_agent" and len(agents) != 1:
-            raise ConfigError(
-                f"<scenario={scenario}> runs exactly one agent, got {len(agents)}: "
-                "use scenario multi_agent for several"
-            )
-        names = [a.name for a in agents]
-        if len(set(names)) != len(names):
-            raise ConfigError(f"agent names must be unique <names={names}>")
-        return Spec(
-            schema_version=version,
-            run_id=self._get(raw, "run_id", str, "spec"),
-            scenario=scenario,
-            data_dir=self._get(raw, "data_dir", str, "spec"),
-            num_predict=num_predict,
-            call_timeout_s=float(timeout),
-            defeat_prompt_cache=self._get(raw, "defeat_prompt_cache", bool, "spec"),
-            agents=agents,
-            runtime=runtime,
-        )
-
-    def _agent(self, raw: Any, where: str) -> AgentSpec:
-        raw = self._object(raw, where)
-        self._known(raw, self._AGENT, where)
-        base_url = self._get(raw, "base_url", str, where)
-        if not base_url.startswith(("http://", "https://")) or base_url.endswith("/"):
-            raise ConfigError(
-                f"<{where}.base_url={base_url}> must be an http(s) URL without a trailing slash"
-            )
-        options = raw.get("options")
-        if options is not None:
-            # A null value means "not set": the key is not sent.
-            given = self._object(options, f"{where}.options")
-            options = {key: value for key, value in given.items() if value is not None}
-            for key, value in options.items():
-                if key not in OPTION_KEYS:
-                    raise ConfigError(
-                        f"unknown model option <{where}.options.{key}>: "
-                        f"allowed are {', '.join(OPTION_KEYS)}"
-                    )
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    raise ConfigError(f"<{where}.options.{key}={value!r}> must be a number")
-        api_key = raw.get("api_key")
-        if api_key is not None and not isinstance(api_key, str):
-            # Never echo the value: it is a secret.
-            raise ConfigError(f"<{where}.api_key> must be a string or null")
-        return AgentSpec(
-            name=self._get(raw, "name", str, where),
-            persona=self._get(raw, "persona", str, where),
-            base_url=base_url,
-            api=self._choice(raw, "api", APIS, where),
-            model=self._get(raw, "model", str, where),
-            options=options,
-            instance=self._get(raw, "instance", int, where),
-            api_key=api_key,
-        )
-
-    @staticmethod
-    def _object(value: Any, where: str) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise ConfigError(f"<{where}> must be a JSON object, got {type(value).__name__}")
-        return value
-
-    @staticmethod
-    def _known(raw: dict[str, Any], allowed: frozenset[str], where: str) -> None:
-        unknown = sorted(set(raw) - allowed)
-        if unknown:
-            raise ConfigError(f"unknown field(s) in <{where}>: {', '.join(unknown)}")
-
-    @staticmethod
-    def _get(raw: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
-        if key not in raw:
-            raise ConfigError(f"missing field <{where}.{key}>")
-        value = raw[key]
-        # bool is an int in Python; a spec saying `"num_predict": true` is still wrong.
-        if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
-            raise ConfigError(f"<{where}.{key}={value!r}> has the wrong type")
-        return value
-
-    def _choice(self, raw: dict[str, Any], key: str, allowed: tuple[str, ...], where: str) -> str:
-        value = self._get(raw, key, str, where)
-        if value not in allowed:
-            raise ConfigError(f"<{where}.{key}={value}> must be one of {', '.join(allowed)}")
-        return str(value)
-
-
-# ------------------------------------------------------------------------ records
-
-
 @dataclass
 class _Record:
     """Base of every record: ``schema_version``, ``kind``, ``run_id`` come first."""
@@ -251,7 +56,7 @@ class _Record:
         out: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "kind": self.kind}
         for f in fields(self):
             value = getattr(self, f.name)
-            out[f.name] = value.value if isinstance(value, ErrorKind) else value
+            out[f.name] = value.value if isinstance(value, StrEnum) else value
         return out
 
 
@@ -289,6 +94,8 @@ class CallRecord(_Record):
     model: str
     options: dict[str, Any] | None
     prompt_chars: int
+    # The cache-defeating prefix put before the first message; None = none.
+    prompt_nonce: str | None
     t_send_ns: int
     success: bool = False
     error_kind: ErrorKind | None = None
@@ -300,7 +107,7 @@ class CallRecord(_Record):
     t_end_ns: int = 0
     chunk_times_ns: list[int] = field(default_factory=list)
     content_chunks: int = 0
-    output_tokens: int | None = None
+    # The server's own counters, as it sent them (names: docs/record-schema.md).
     server_load_duration_ns: int | None = None
     server_prompt_eval_count: int | None = None
     server_prompt_eval_duration_ns: int | None = None
@@ -309,6 +116,13 @@ class CallRecord(_Record):
     server_total_duration_ns: int | None = None
     server_prompt_tokens: int | None = None
     server_completion_tokens: int | None = None
+    server_cached_tokens: int | None = None
+    server_timings_prompt_n: int | None = None
+    server_timings_cache_n: int | None = None
+    server_timings_prompt_ms: float | None = None
+    server_timings_predicted_n: int | None = None
+    server_timings_predicted_ms: float | None = None
+    server_prompt_truncated_tokens: int | None = None
     finish_reason: str | None = None
     text: str = ""
 
@@ -337,8 +151,12 @@ class DoneRecord(_Record):
 
 
 Record = ReadyRecord | IngestRecord | CallRecord | AgentRecord | DoneRecord
+RECORD_TYPES: dict[str, type[Record]] = {
+    cls.kind: cls for cls in (ReadyRecord, IngestRecord, CallRecord, AgentRecord, DoneRecord)
+}
 
-# Server counters a call record carries, in record order (shared with the parser).
+# The server's whole-number counters of a call record, in record order (the
+# stream parsers fill them; a value that is not a JSON integer is dropped).
 SERVER_COUNTERS = (
     "server_load_duration_ns",
     "server_prompt_eval_count",
@@ -348,7 +166,69 @@ SERVER_COUNTERS = (
     "server_total_duration_ns",
     "server_prompt_tokens",
     "server_completion_tokens",
+    "server_cached_tokens",
+    "server_timings_prompt_n",
+    "server_timings_cache_n",
+    "server_timings_predicted_n",
+    "server_prompt_truncated_tokens",
 )
+# ...and its millisecond readings (JSON numbers, from llama.cpp's `timings`).
+SERVER_MILLISECONDS = ("server_timings_prompt_ms", "server_timings_predicted_ms")
+
+
+# ---------------------------------------------------------------- typed reading
+
+_R = TypeVar("_R", ReadyRecord, IngestRecord, CallRecord, AgentRecord, DoneRecord)
+
+
+def _accepts(hint: Any, value: Any) -> bool:
+    """Whether a decoded JSON value fits a field's annotation (shallowly)."""
+    if hint is Any:
+        return True
+    origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        return any(_accepts(arg, value) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if isinstance(hint, type) and issubclass(hint, StrEnum):
+        return value in {member.value for member in hint}
+    if hint is float:  # JSON has one number type
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    base = origin or hint
+    return isinstance(value, base)
+
+
+def _decode(cls: type[_R], raw: dict[str, Any], where: str) -> _R:
+    """A record of type ``cls`` from its JSON object; AgentError when it does not fit the schema."""
+    hints = get_type_hints(cls)
+    known = {f.name for f in fields(cls)} | {"schema_version", "kind"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise AgentError(f"unknown field(s) {', '.join(unknown)} in a {cls.kind} record at {where}")
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.name not in raw:
+            if f.default is MISSING and f.default_factory is MISSING:
+                raise AgentError(f"missing field {f.name!r} in a {cls.kind} record at {where}")
+            continue
+        value = raw[f.name]
+        if not _accepts(hints[f.name], value):
+            raise AgentError(f"<{f.name}={value!r}> has the wrong type in a {cls.kind} record at {where}")
+        if f.name == "error_kind" and value is not None:
+            value = ErrorKind(value)
+        values[f.name] = value
+    return cls(**values)
+
+
+def record_from_dict(raw: dict[str, Any], where: str = "?") -> Record:
+    """The typed record of a decoded JSON line (raises AgentError for a bad one)."""
+    kind = raw.get("kind")
+    cls = RECORD_TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise AgentError(f"unknown record <kind={kind!r}> at {where}")
+    return _decode(cls, raw, where)
 
 
 # ---------------------------------------------------------------------- JSONL I/O
@@ -377,32 +257,44 @@ class RecordWriter:
 
 
 class RecordLog(NamedTuple):
-    """The records of one agent process, as decoded JSON objects.
+    """The records of one agent process, typed, in the order they were written.
 
     A tuple, so ``records, truncated = read_records(path)`` reads naturally.
     """
 
-    records: list[dict[str, Any]]
+    records: list[Record]
     # The last line was cut short (the process was killed mid-write).
     truncated: bool = False
 
-    def of_kind(self, kind: str) -> list[dict[str, Any]]:
-        return [r for r in self.records if r.get("kind") == kind]
+    def of_kind(self, cls: type[_R]) -> list[_R]:
+        return [r for r in self.records if isinstance(r, cls)]
+
+    @property
+    def calls(self) -> list[CallRecord]:
+        return self.of_kind(CallRecord)
+
+    @property
+    def ready(self) -> ReadyRecord | None:
+        return next(iter(self.of_kind(ReadyRecord)), None)
+
+    @property
+    def done(self) -> DoneRecord | None:
+        return next(iter(self.of_kind(DoneRecord)), None)
 
     @property
     def complete(self) -> bool:
         """True when the agent reached its ``done`` record and nothing was cut."""
-        return bool(self.of_kind("done")) and not self.truncated
+        return self.done is not None and not self.truncated
 
 
 def read_records(path: Path) -> RecordLog:
-    """Read an agent's JSONL records.
+    """Read an agent's JSONL records as typed records.
 
     A missing file gives no records (the agent stopped before writing any). A
     last line that is not valid JSON is a write cut short by a kill: it is
-    reported as ``truncated`` (and logged), not raised. Any other bad line, or
-    a record of another schema version, raises :class:`AgentError`: that is a
-    bug in the agent, not a crash.
+    reported as ``truncated`` (and logged), not raised. Any other bad line, a
+    record that does not fit the schema, or a record of another schema version
+    raises :class:`AgentError`: that is a bug in the agent, not a crash.
     """
     try:
         data = path.read_bytes()
@@ -411,33 +303,30 @@ def read_records(path: Path) -> RecordLog:
     except OSError as exc:
         raise AgentError(f"cannot read the agent's records <path={path}>: {exc}") from exc
     lines = data.split(b"\n")
-    records: list[dict[str, Any]] = []
+    records: list[Record] = []
     truncated = False
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
         is_last = number == len(lines)  # no newline after it
+        where = f"<path={path} line={number}>"
         try:
-            record = json.loads(raw.decode("utf-8"))
-            if not isinstance(record, dict) or "kind" not in record:
+            decoded = json.loads(raw.decode("utf-8"))
+            if not isinstance(decoded, dict) or "kind" not in decoded:
                 raise ValueError("not a record object")
         except ValueError as exc:
             if is_last:
-                log.warning(
-                    "the agent's last record line was cut short <path=%s line=%d>: %.200r",
-                    path, number, raw,
-                )  # fmt: skip
+                log.warning("the agent's last record line was cut short %s: %.200r", where, raw)
                 truncated = True
                 break
             raise AgentError(
-                f"bad record line <path={path} line={number}>: {exc}; "
-                "the agent wrote something that is not a record"
+                f"bad record line {where}: {exc}; the agent wrote something that is not a record"
             ) from exc
-        version = record.get("schema_version")
+        version = decoded.get("schema_version")
         if version != SCHEMA_VERSION:
             raise AgentError(
-                f"record of <schema_version={version}> at <path={path} line={number}>: "
+                f"record of <schema_version={version}> at {where}: "
                 f"this cfexp reads {SCHEMA_VERSION}; rebuild the agent"
             )
-        records.append(record)
+        records.append(record_from_dict(decoded, where))
     return RecordLog(records=records, truncated=truncated)
