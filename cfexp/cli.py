@@ -66,8 +66,7 @@ def _report(args: argparse.Namespace) -> int:
         parent_run_id=args.parent,
         alpha=args.alpha,
         success_rule=SuccessRule(
-            metric=args.success_metric, higher_is_better=not args.lower_is_better,
-            alpha=args.alpha, baseline=baseline,
+            metric=args.success_metric, higher=args.higher_is_better, alpha=args.alpha, baseline=baseline,
         ),
         study_storage=args.study_storage,
     )
@@ -136,7 +135,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
     report.add_argument("--success-metric", default="throughput_tok_s", help="metric of the success rate")
-    report.add_argument("--lower-is-better", action="store_true", help="for --success-metric, e.g. ttft_ms")
+    direction = report.add_mutually_exclusive_group()
+    direction.add_argument(
+        "--higher-is-better", dest="higher_is_better", action="store_const", const=True, default=None,
+        help="for --success-metric (default: the metric's direction in docs/metrics.md)",
+    )
+    direction.add_argument(
+        "--lower-is-better", dest="higher_is_better", action="store_const", const=False,
+        help="for --success-metric (default: the metric's direction in docs/metrics.md)",
+    )
     report.add_argument(
         "--study-storage", default=None,
         help="Optuna storage URL of the studies (default: the one each sweep's parent run names)",

@@ -31,7 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cfexp.agents.spec import Spec
 from cfexp.childproc import kill_group, launcher_path
+from cfexp.errors import CfexpError
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,8 @@ class AgentProcessResult:
     records_path: Path
     stdout_path: Path
     stderr_path: Path
+    # Why the harness stopped the agent before it ended (the watch raised), else None.
+    stopped_by: CfexpError | None = None
 
     @property
     def wall_ms(self) -> float:
@@ -95,7 +99,7 @@ def python_agent_command(runtime: str) -> AgentCommand:
 
 def run_agent(
     command: AgentCommand,
-    spec: dict[str, Any],
+    spec: Spec,
     job_dir: Path,
     timeout_s: float,
     watch: Callable[[], None] = lambda: None,
@@ -108,7 +112,7 @@ def run_agent(
     """
     job_dir.mkdir(parents=True, exist_ok=True)
     spec_path = job_dir / "agent_spec.json"
-    spec_path.write_text(json.dumps(spec, indent=2))
+    spec.write(spec_path)
     records_path = job_dir / "records.raw.jsonl"
     usage_path = job_dir / "agent_rusage.json"
     usage_path.unlink(missing_ok=True)
@@ -128,6 +132,7 @@ def run_agent(
         )
     on_spawn(popen.pid)
     timed_out = False
+    stopped_by: CfexpError | None = None
     deadline = time.monotonic() + timeout_s
     try:
         while True:
@@ -136,7 +141,13 @@ def run_agent(
                 break
             except subprocess.TimeoutExpired:
                 pass
-            watch()
+            try:
+                watch()
+            except CfexpError as exc:
+                stopped_by = exc
+                kill_group(popen.pid)
+                popen.wait()
+                break
             if time.monotonic() > deadline:
                 log.error("agent exceeded timeouts.run_s=%s; stopping it", timeout_s)
                 timed_out = True
@@ -148,10 +159,12 @@ def run_agent(
         popen.wait()
         raise
     t_exit_ns = time.monotonic_ns()
-    return _result(
+    result = _result(
         popen, launcher is not None, usage_path, timed_out, t_spawn_ns, t_exit_ns,
         records_path, stdout_path, stderr_path,
     )
+    result.stopped_by = stopped_by
+    return result
 
 
 def _result(

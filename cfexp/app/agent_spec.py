@@ -1,19 +1,21 @@
 """From a validated config and running servers to the agent's spec.
 
 The spec is the agent contract's input (docs/record-schema.md): the same
-document for a Python or a Rust agent.
+:class:`~cfexp.agents.spec.Spec` for a Python or a Rust agent, built here and
+written by the runner with ``Spec.write``.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import secrets
+from collections.abc import Sequence
 from typing import Any
 
+from cfexp.agents.spec import AgentSpec, Spec
 from cfexp.config.schema import CfexpConfig
+from cfexp.data import DATA_DIR
 from cfexp.servers.base import ServerInstance
-
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
-SPEC_SCHEMA_VERSION = 1
+from cfexp.vocab import Api, MultiMode, OptionsMode, PromptCache, Runtime, Scenario
 
 
 def agent_options(cfg: CfexpConfig, index: int) -> dict[str, Any] | None:
@@ -21,15 +23,16 @@ def agent_options(cfg: CfexpConfig, index: int) -> dict[str, Any] | None:
 
     multi_agent modes: ``baseline_vs_chimera`` gives agent_0 server defaults
     and the others the configured options; ``chimera_hetero`` applies
-    ``scenario.per_agent`` on top of the configured options.
+    ``scenario.per_agent`` on top of the configured options. Agent i's seed is
+    ``seed + i``, the same in every phase of the job.
     """
     scenario = cfg.scenario
-    if cfg.options_mode == "server_defaults":
+    if cfg.options_mode == OptionsMode.server_defaults:
         return None
-    if scenario.name == "multi_agent" and scenario.mode == "baseline_vs_chimera" and index == 0:
+    if scenario.name == Scenario.multi_agent and scenario.mode == MultiMode.baseline_vs_chimera and index == 0:
         return None
     gpu_layers, ctx, temperature = cfg.gpu_layers, cfg.ctx, cfg.temperature
-    override = scenario.per_agent.get(f"agent_{index}") if scenario.mode == "chimera_hetero" else None
+    override = scenario.per_agent.get(f"agent_{index}") if scenario.mode == MultiMode.chimera_hetero else None
     if override is not None:
         gpu_layers = override.gpu_layers if override.gpu_layers is not None else gpu_layers
         ctx = override.ctx if override.ctx is not None else ctx
@@ -43,8 +46,13 @@ def agent_options(cfg: CfexpConfig, index: int) -> dict[str, Any] | None:
         "repeat_penalty": cfg.repeat_penalty,
     }
     if cfg.seed is not None:
-        options["seed"] = cfg.seed
+        options["seed"] = cfg.seed + index
     return options
+
+
+def instance_agents(cfg: CfexpConfig, instance: int) -> list[int]:
+    """The agents that use server instance ``instance`` (agent i uses instance i mod N)."""
+    return [i for i in range(cfg.scenario.agents) if i % cfg.topology.instances == instance]
 
 
 def instance_launch_options(cfg: CfexpConfig) -> list[tuple[int, int]]:
@@ -53,11 +61,10 @@ def instance_launch_options(cfg: CfexpConfig) -> list[tuple[int, int]]:
     Agents sharing an instance with other options make it reload per request,
     as Ollama does; an instance no agent uses gets the top-level options.
     """
-    count = cfg.topology.instances
     launch = []
-    for instance in range(count):
-        first_agent = next((i for i in range(cfg.scenario.agents) if i % count == instance), None)
-        options = agent_options(cfg, first_agent) if first_agent is not None else None
+    for instance in range(cfg.topology.instances):
+        agents = instance_agents(cfg, instance)
+        options = agent_options(cfg, agents[0]) if agents else None
         if options is None:
             launch.append((cfg.gpu_layers, cfg.ctx))
         else:
@@ -67,33 +74,38 @@ def instance_launch_options(cfg: CfexpConfig) -> list[tuple[int, int]]:
 
 def build_spec(
     cfg: CfexpConfig,
-    instances: list[ServerInstance],
+    instances: Sequence[ServerInstance],
     run_id: str,
-    only_agent: int | None = None,
-) -> dict[str, Any]:
-    """The spec of all agents, or of agent ``only_agent`` alone (its solo run)."""
+    agents: Sequence[int] | None = None,
+) -> Spec:
+    """The spec of all agents, or of the agents ``agents`` only (a solo phase).
+
+    Each spec gets a fresh nonce salt under ``prompt_cache=defeat``, so no
+    prompt of one agent process shares a prefix with any earlier process's:
+    the solo and concurrent phases, and every job of a sweep, are equally cold.
+    """
     personas = cfg.scenario.personas
-    indices = range(cfg.scenario.agents) if only_agent is None else [only_agent]
-    agents = [
-        {
-            "name": f"agent_{i}",
-            "persona": personas[i % len(personas)],
-            "base_url": instances[i % len(instances)].base_url,
-            "api": instances[i % len(instances)].api,
-            "model": cfg.model.name,
-            "options": agent_options(cfg, i),
-            "instance": instances[i % len(instances)].index,
-            "api_key": cfg.backend.api_key,
-        }
-        for i in indices
-    ]
-    return {
-        "schema_version": SPEC_SCHEMA_VERSION,
-        "run_id": run_id,
-        "scenario": cfg.scenario.name,
-        "data_dir": str(DATA_DIR),
-        "num_predict": cfg.num_predict,
-        "call_timeout_s": cfg.timeouts.call_s,
-        "defeat_prompt_cache": cfg.defeat_prompt_cache,
-        "agents": agents,
-    }
+    indices = range(cfg.scenario.agents) if agents is None else agents
+    runtime = Runtime(cfg.runtime.name)
+    return Spec(
+        run_id=run_id,
+        scenario=cfg.scenario.name,
+        data_dir=str(DATA_DIR),
+        num_predict=cfg.num_predict,
+        call_timeout_s=cfg.timeouts.call_s,
+        cache_nonce=secrets.token_hex(4) if cfg.prompt_cache == PromptCache.defeat else None,
+        agents=tuple(
+            AgentSpec(
+                name=f"agent_{i}",
+                persona=personas[i % len(personas)],
+                base_url=instances[i % len(instances)].base_url,
+                api=Api(instances[i % len(instances)].api),
+                model=cfg.model.name,
+                options=agent_options(cfg, i),
+                instance=instances[i % len(instances)].index,
+                api_key=cfg.backend.api_key,
+            )
+            for i in indices
+        ),
+        runtime=runtime if runtime.language == "python" else None,
+    )

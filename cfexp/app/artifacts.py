@@ -1,55 +1,66 @@
-"""Files a job writes next to its MLflow run: records and generated texts."""
+"""Files a job writes next to its MLflow run: records, generated texts, its servers' logs."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+
+from cfexp.agents.records import Record
+from cfexp.filenames import safe_name
+from cfexp.metrics.calls import MeasuredCall
+from cfexp.servers.base import ServerInstance
 
 RECORDS_FILE = "records.jsonl"
 TEXTS_DIR = "texts"
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
-_DOTS = re.compile(r"\.{2,}")
-# Well under every file system's 255-byte limit, with room for a suffix (".md").
-MAX_NAME_CHARS = 100
-
-
-def safe_name(name: str) -> str:
-    """The one way a name from config or data (agent, persona, model, runtime,
-    trial, prompt id) becomes a file or artifact name.
-
-    Only ``A-Z a-z 0-9 _ . -`` survive (no path separator, no control or
-    non-ASCII character), runs of dots become one (no ``..``), leading and
-    trailing dots and underscores go (no hidden file, no ``.``), an empty
-    result is ``unnamed``, and a name longer than :data:`MAX_NAME_CHARS` is cut
-    and ends with a hash of the whole, so two long names stay two files.
-    """
-    cleaned = _DOTS.sub(".", _UNSAFE.sub("_", name)).strip("._") or "unnamed"
-    if len(cleaned) > MAX_NAME_CHARS:
-        digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:12]
-        cleaned = f"{cleaned[: MAX_NAME_CHARS - 13].rstrip('._')}-{digest}"
-    return cleaned
-
-
-def write_records(job_dir: Path, records: Iterable[dict[str, Any]], derived_calls: list[dict[str, Any]]) -> Path:
-    """records.jsonl: the agent's raw records, calls enriched with derived metrics."""
-    by_position = iter(derived_calls)
-    path = job_dir / RECORDS_FILE
+def write_records(folder: Path, records: Iterable[Record], calls: Sequence[MeasuredCall]) -> Path:
+    """records.jsonl: the agent's records, each call with its derived metrics beside its raw fields."""
+    derived = {id(call.record): call.metrics for call in calls}
+    path = folder / RECORDS_FILE
     with path.open("w", encoding="utf-8") as out:
         for record in records:
-            row = next(by_position) if record.get("kind") == "call" else record
+            row = record.to_dict()
+            metrics = derived.get(id(record))
+            if metrics is not None:
+                row.update(metrics.as_dict())
             out.write(json.dumps(row, sort_keys=True) + "\n")
     return path
 
 
-def write_texts(job_dir: Path, calls: Iterable[dict[str, Any]]) -> Path:
+def write_texts(folder: Path, calls: Iterable[MeasuredCall]) -> Path:
     """texts/<agent>_<index>_<step>.md: every generated text, readable as is."""
-    folder = job_dir / TEXTS_DIR
-    folder.mkdir(parents=True, exist_ok=True)
+    texts = folder / TEXTS_DIR
+    texts.mkdir(parents=True, exist_ok=True)
     for call in calls:
-        name = safe_name(f"{call.get('agent')}_{call.get('call_index')}_{call.get('step')}") + ".md"
-        (folder / name).write_text(call.get("text") or "", encoding="utf-8")
-    return folder
+        record = call.record
+        name = safe_name(f"{record.agent}_{record.call_index}_{record.step}") + ".md"
+        (texts / name).write_text(record.text, encoding="utf-8")
+    return texts
+
+
+SERVER_LOGS_DIR = "server_logs"
+
+
+def server_log_offsets(instances: Iterable[ServerInstance]) -> dict[int, int]:
+    """Where each managed instance's log ends now: the job's part starts there."""
+    return {
+        i.index: i.process.log_path.stat().st_size
+        for i in instances
+        if i.process is not None and i.process.log_path.exists()
+    }
+
+
+def copy_server_logs(instances: Iterable[ServerInstance], offsets: dict[int, int], job_dir: Path) -> None:
+    """server_logs/server<i>.log: what each managed instance logged during this job.
+
+    Instances kept across a sweep's jobs write one log; each job keeps its own
+    part of it, so a server's error line stays with the run it failed.
+    """
+    folder = job_dir / SERVER_LOGS_DIR
+    for instance in instances:
+        if instance.process is None or not instance.process.log_path.exists():
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        with instance.process.log_path.open("rb") as log:
+            log.seek(offsets.get(instance.index, 0))
+            (folder / f"server{instance.index}.log").write_bytes(log.read())

@@ -1,4 +1,4 @@
-"""Where a number came from: code version, environment, model file.
+"""Where a number came from: code version, environment, what answered, the model.
 
 Computed once per process (a sweep's jobs share them) and attached to every
 run as tags, so every metric traces back to the code and the machine that
@@ -20,7 +20,9 @@ import psutil
 from cfexp import __version__
 from cfexp.config.schema import CfexpConfig
 from cfexp.servers.base import ServerInstance
-from cfexp.servers.model_files import expected_sha256, sha256_of
+from cfexp.servers.identify import UNKNOWN
+from cfexp.servers.model_files import expected_sha256, file_sha256
+from cfexp.vocab import Backend
 
 _REPO = Path(__file__).resolve().parents[2]
 _PACKAGES = ("hydra-core", "omegaconf", "mlflow", "httpx", "llama-cpp-python", "uvloop")
@@ -63,36 +65,48 @@ def environment() -> dict[str, str]:
     }
 
 
-@functools.cache
-def _file_digest(path: str, size: int, mtime_ns: int) -> str:
-    return sha256_of(Path(path))
+def model_digest(cfg: CfexpConfig, instances: list[ServerInstance]) -> str:
+    """The digest of the model that answered: the file cfexp served, else what the servers report.
+
+    A file cfexp gave a managed server is hashed (the embedded one is verified
+    against its SHA256SUMS once, at assembly); otherwise each instance's own
+    report (``cfexp.servers.identify``), or ``unknown`` — never another
+    model's hash.
+    """
+    digests = set()
+    for instance in instances:
+        if instance.managed and instance.launch.backend in (Backend.llamacpp, Backend.llamaserver):
+            file = instance.launch.model_file
+            digests.add("sha256:" + (expected_sha256()[1] if file is None else file_sha256(Path(file))))
+        elif instance.identity is not None:
+            digests.add(instance.identity.model_digest)
+    return ",".join(sorted(digests)) or UNKNOWN
 
 
-def model_digest(cfg: CfexpConfig) -> str:
-    """sha256 of the served model file, when cfexp serves it; else unknown."""
-    if cfg.backend.name == "llamacpp":
-        if cfg.model.file is None:
-            return expected_sha256()[1]  # embedded: verified against SHA256SUMS at assembly
-        stat = Path(cfg.model.file).stat()
-        return _file_digest(cfg.model.file, stat.st_size, stat.st_mtime_ns)
-    if cfg.backend.name == "sim":
-        return "simulated"
-    return "unknown"
+def provenance(instances: list[ServerInstance]) -> str:
+    """simulated when any instance that answered is cfexp's simulator, else measured.
+
+    From what answered, not from a setting: no flag can turn a simulator's
+    numbers into measured ones.
+    """
+    return "simulated" if any(i.identity is not None and i.identity.simulated for i in instances) else "measured"
 
 
 def run_tags(cfg: CfexpConfig, instances: list[ServerInstance]) -> dict[str, str]:
     env = environment()
+    engines = sorted({i.identity.engine for i in instances if i.identity is not None})
     return {
         "code_version": code_version(),
-        "provenance": "simulated" if cfg.backend.simulated else "measured",
-        "language": cfg.language.name,
-        "runtime": cfg.runtime.name,
+        "provenance": provenance(instances),
+        "language": str(cfg.language),
+        "runtime": str(cfg.runtime.name),
         "runtime_legacy": str(cfg.runtime.legacy).lower(),
-        "scenario": cfg.scenario.name,
-        "backend": cfg.backend.name,
-        "backend_version": ",".join(sorted({str(i.version) for i in instances})) or "unknown",
+        "scenario": str(cfg.scenario.name),
+        "backend": str(cfg.backend.name),
+        "backend_engine": ",".join(engines) or UNKNOWN,
+        "backend_version": ",".join(sorted({str(i.version) for i in instances})) or UNKNOWN,
         "model": cfg.model.name,
-        "model_digest": model_digest(cfg),
+        "model_digest": model_digest(cfg, instances),
         "topology": cfg.topology.name,
         "host": env["host"],
         **{f"env.{key}": value for key, value in env.items() if key != "host"},

@@ -17,9 +17,9 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from cfexp.app import status
+from cfexp.app import artifacts, status
 from cfexp.app.agent_spec import instance_launch_options
-from cfexp.app.measure import measure
+from cfexp.app.measure import JobOutcome, measure
 from cfexp.app.provenance import run_tags
 from cfexp.config.validate import to_settings
 from cfexp.errors import CfexpError, ConfigError
@@ -54,8 +54,12 @@ def run_job(cfg: DictConfig) -> dict[str, float] | None:
         launches = launch_specs(settings, instance_launch_options(settings))
         instances = POOL.acquire(settings, _servers_dir(hydra_cfg, job_dir), launches)
         job.set_tags(run_tags(settings, instances))
-        outcome = measure(settings, instances, job_dir, job.run_id)
-        job.set_tags(outcome.tags)
+        log_offsets = artifacts.server_log_offsets(instances)
+        try:
+            outcome = measure(settings, instances, job_dir, job.run_id)
+        finally:
+            artifacts.copy_server_logs(instances, log_offsets, job_dir)
+        job.set_tags({**outcome.tags, **_warning_tags(outcome)})
         job.log_metrics(outcome.metrics)  # with every tag, in one write
         job.log_job_artifacts(job_dir)
         if outcome.failure:
@@ -87,6 +91,17 @@ def run_job(cfg: DictConfig) -> dict[str, float] | None:
         return None
     finally:
         POOL.release(instances)
+
+
+def _warning_tags(outcome: JobOutcome) -> dict[str, str]:
+    """What makes the run's numbers doubtful, for the report and the MLflow UI."""
+    outcome.metrics["measurement_warnings"] = float(len(outcome.warnings))
+    tags = {"measurement_warnings": " | ".join(outcome.warnings)} if outcome.warnings else {}
+    if outcome.out_of_range:
+        tags["out_of_range_metrics"] = ",".join(outcome.out_of_range)
+    for warning in outcome.warnings:
+        log.warning("measurement warning: %s", warning)
+    return tags
 
 
 def _servers_dir(hydra_cfg: Any, job_dir: Path) -> Path:

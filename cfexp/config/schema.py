@@ -9,6 +9,8 @@ starts.
 
 Names follow the house rule: a Hydra choice name = its YAML file name = its
 registry key, and numeric fields carry their unit (``call_s``, ``port``).
+Closed vocabularies are the enums of :mod:`cfexp.vocab`, so a wrong word
+fails while Hydra composes, with the allowed words in the message.
 """
 
 from __future__ import annotations
@@ -19,19 +21,26 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-
-@dataclass
-class LanguageConfig:
-    # python | rust: the language the agent process is written in.
-    name: str = MISSING
+from cfexp.vocab import (
+    Api,
+    Backend,
+    HostLockMode,
+    Language,
+    Lifecycle,
+    MultiMode,
+    OptionsMode,
+    PromptCache,
+    Runtime,
+    Scenario,
+    SoloPhases,
+)
 
 
 @dataclass
 class RuntimeConfig:
-    # The async runtime of the agent; its YAML file name.
-    name: str = MISSING
-    # The language this runtime belongs to; must equal language.name.
-    language: str = MISSING
+    # The async runtime of the agent; its YAML file name. It implies the
+    # language (cfexp.vocab.Runtime.language): asyncio/uvloop are Python, the rest Rust.
+    name: Runtime = MISSING
     # A runtime kept only for comparison with the original study (async_std).
     legacy: bool = False
 
@@ -44,25 +53,31 @@ class TopologyConfig:
     instances: int = 1
     # per_job: fresh servers each job (cold start); per_sweep: keep them while
     # their launch parameters match; external: nothing is started or stopped.
-    lifecycle: str = "per_sweep"
-    # Untimed calls sent to each instance before measuring (0 = none).
-    warmup_calls: int = 0
+    lifecycle: Lifecycle = Lifecycle.per_sweep
+    # Untimed calls sent to each instance before every measured phase, with the
+    # options the phase's calls send, so no model load lands inside it (0 = none:
+    # the first measured call then pays whatever is cold).
+    warmup_calls: int = 1
     # System metrics (CPU, memory, per-process, GPU) sampling period; 0 = off.
     sample_interval_s: float = 0.5
     # auto | always | never: hold this host's lock from starting managed servers
     # until they stop, so parallel jobs on one host never share its cores or GPU
     # (auto = for llamacpp/ollama servers cfexp starts; see docs/scale.md).
-    host_lock: str = "auto"
+    host_lock: HostLockMode = HostLockMode.auto
 
 
 @dataclass
 class BackendConfig:
-    # llamacpp | sim | ollama | openai
-    name: str = MISSING
+    # llamacpp | llamaserver | sim | ollama | openai
+    name: Backend = MISSING
     # The API agents speak to it: ollama (NDJSON) or openai (SSE).
-    api: str = "ollama"
-    # External server URL; null = cfexp starts its own instance(s).
+    api: Api = Api.ollama
+    # External server URL; null = cfexp starts its own instance(s). For a
+    # managed Ollama: the first instance's address (instance i listens on port + i).
     url: Optional[str] = None
+    # topology.lifecycle=external with several instances: one distinct URL per
+    # instance (instance i = urls[i]); url is then unused.
+    urls: list[str] = field(default_factory=list)
     # ollama only: start `ollama serve` when url is on loopback, free, and ollama is on PATH.
     start_if_absent: bool = True
     # Interface managed servers bind to (loopback only by design).
@@ -76,11 +91,12 @@ class BackendConfig:
     settings: dict[str, Any] = field(default_factory=dict)
     # openai: bearer token; never logged, never tracked.
     api_key: Optional[str] = None
-    # ollama: the binary and its models folder (null = its default).
-    binary: str = "ollama"
+    # The server program for backends that run one (ollama, llamaserver); null = the
+    # backend's own default (ollama on PATH; llamaserver: the one cfexp builds).
+    binary: Optional[str] = None
+    # ollama: OLLAMA_MODELS of managed instances (null = Ollama's default); "{index}"
+    # in it is replaced by the instance index, giving each instance its own folder.
     models_dir: Optional[str] = None
-    # True when runs on this backend are simulated (tagged provenance=simulated).
-    simulated: bool = False
 
 
 @dataclass
@@ -105,7 +121,7 @@ class AgentOverride:
 @dataclass
 class ScenarioConfig:
     # single_inference | single_agent | multi_agent
-    name: str = MISSING
+    name: Scenario = MISSING
     # Agents run concurrently in one agent process.
     agents: int = 1
     # Personas, one per agent (cycled when there are more agents).
@@ -113,14 +129,20 @@ class ScenarioConfig:
     # multi_agent only: baseline_vs_chimera (agent_0 sends no options, the
     # others the configured ones), chimera_homo (all the same options),
     # chimera_hetero (per_agent overrides).
-    mode: str = "chimera_homo"
+    mode: MultiMode = MultiMode.chimera_homo
     # multi_agent only: per-agent options, e.g. per_agent.agent_1.ctx=1024.
     per_agent: dict[str, AgentOverride] = field(default_factory=dict)
-    # multi_agent only: run each agent alone first, for true parallel efficiency.
-    solo_baseline: bool = True
-    # multi_agent only: an agent is contended when its concurrent TTFT is worse
-    # than solo by more than this percentage, or its throughput lower by more.
+    # multi_agent only: when each agent runs alone on its instance, for speedup,
+    # efficiency and contention: both = before and after the concurrent phase
+    # (ABA: their difference is the drift), before, after; null = no solo phase.
+    solo: Optional[SoloPhases] = SoloPhases.both
+    # multi_agent only: an agent is contended when, for a step, its concurrent
+    # TTFT exceeds its highest solo TTFT by more than this percentage plus its
+    # drift, or its throughput falls below its lowest solo by as much.
     contention_threshold_pct: float = 25.0
+    # multi_agent only: a run whose solo phases differ by more than this
+    # percentage (drift) gets a measurement warning.
+    drift_warn_pct: float = 10.0
 
 
 @dataclass
@@ -163,7 +185,6 @@ class TrialInfo:
 
 @dataclass
 class CfexpConfig:
-    language: LanguageConfig = field(default_factory=LanguageConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     topology: TopologyConfig = field(default_factory=TopologyConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
@@ -183,18 +204,26 @@ class CfexpConfig:
     top_k: int = 40
     repeat_penalty: float = 1.1
     num_predict: int = 128
-    seed: Optional[int] = None
-    # configured: send the options above; server_defaults: send none (the
-    # original's "baseline" run).
-    options_mode: str = "configured"
-    # Prefix each prompt with a unique nonce so prefix caches cannot hide prefill
-    # (off by default: small models echo it; cfexp's servers disable their cache).
-    defeat_prompt_cache: bool = False
+    # Sampling seed: agent i sends seed + i with every call, so every phase of a
+    # job asks for the same sampling; null = the server's choice.
+    seed: Optional[int] = 0
+    # configured: send the options above; server_defaults: send none, to servers
+    # started with the backend's own defaults (the original's "baseline").
+    options_mode: OptionsMode = OptionsMode.configured
+    # defeat: every measured prompt starts with a nonce no earlier call shared, so
+    # a server's prefix cache cannot serve it; allow: no nonce, and every job is
+    # warmed alike by an untimed run of its workflow first (docs/metrics.md).
+    prompt_cache: PromptCache = PromptCache.defeat
     # A free index so a multirun can repeat one config: `-m repetition=0,1,2`.
     repetition: int = 0
     # Skip jobs whose config already has a FINISHED run; a sweep reuses its
     # parent run (docs/tracking.md, "Resuming a sweep").
     resume: bool = False
+
+    @property
+    def language(self) -> Language:
+        """The agent's language, implied by its runtime."""
+        return Runtime(self.runtime.name).language
 
 
 def register_configs() -> None:

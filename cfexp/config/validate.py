@@ -1,9 +1,10 @@
 """Checks a composed config before anything starts.
 
 The structured schema already rejects unknown keys and wrong types while Hydra
-composes. What it cannot say — ranges, allowed words, and rules across fields
-(a rust runtime with ``language=python``) — is checked here, all at once, so
-one message lists every problem. Each problem names the key, shows the value
+composes, and the enums of :mod:`cfexp.vocab` reject unknown words. What they
+cannot say — ranges and rules across fields (N external instances need N
+distinct URLs) — is checked here, all at once, so one message lists every
+problem. Each problem names the key, shows the value
 as ``<key=value>`` and says what is allowed.
 """
 
@@ -21,20 +22,12 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from cfexp.config.schema import CfexpConfig
+from cfexp.data import DATA_DIR
 from cfexp.errors import ConfigError
+from cfexp.vocab import Backend, Lifecycle, MultiMode, Scenario
 
-LANGUAGES = ("python", "rust")
-PYTHON_RUNTIMES = ("asyncio", "uvloop")
-RUST_RUNTIMES = ("tokio", "tokio_localset", "smol", "smol_1kb", "async_std")
-BACKENDS = ("llamacpp", "sim", "ollama", "openai")
-APIS = ("ollama", "openai")
-SCENARIOS = ("single_inference", "single_agent", "multi_agent")
-LIFECYCLES = ("per_job", "per_sweep", "external")
-HOST_LOCK_MODES = ("auto", "always", "never")
-MULTI_MODES = ("baseline_vs_chimera", "chimera_homo", "chimera_hetero")
+# Topology names that fix their number of instances (multi takes topology.instances).
 TOPOLOGY_INSTANCES = {"single": 1, "dual": 2}
-OPTIONS_MODES = ("configured", "server_defaults")
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
 
 @dataclass(frozen=True)
@@ -66,34 +59,19 @@ def _loopback(value: Any) -> bool:
         return False
 
 
-def _one_of(words: tuple[str, ...]) -> Callable[[Any], bool]:
-    return lambda value: value in words
-
-
 _RULES = (
-    _Rule("language.name", _one_of(LANGUAGES), f"one of {', '.join(LANGUAGES)}"),
-    _Rule(
-        "runtime.name",
-        _one_of(PYTHON_RUNTIMES + RUST_RUNTIMES),
-        f"one of {', '.join(PYTHON_RUNTIMES + RUST_RUNTIMES)}",
-    ),
-    _Rule("backend.name", _one_of(BACKENDS), f"one of {', '.join(BACKENDS)}"),
-    _Rule("backend.api", _one_of(APIS), f"one of {', '.join(APIS)}"),
     _Rule("backend.threads", _at_least(0), "a whole number >= 0 (0 = auto)"),
     _Rule("backend.slots", _at_least(1), "a whole number >= 1"),
     _Rule(
         "backend.host", _loopback,
         "a loopback address (127.0.0.1, ::1 or localhost): managed servers never listen beyond this machine",
     ),
-    _Rule("scenario.name", _one_of(SCENARIOS), f"one of {', '.join(SCENARIOS)}"),
     _Rule("scenario.agents", _at_least(1), "a whole number >= 1"),
     _Rule("topology.instances", _at_least(1), "a whole number >= 1"),
-    _Rule("topology.lifecycle", _one_of(LIFECYCLES), f"one of {', '.join(LIFECYCLES)}"),
-    _Rule("topology.host_lock", _one_of(HOST_LOCK_MODES), f"one of {', '.join(HOST_LOCK_MODES)}"),
     _Rule("topology.warmup_calls", _at_least(0), "a whole number >= 0"),
     _Rule("topology.sample_interval_s", _between(0.0, 60.0), "a number of seconds from 0 (off) to 60"),
-    _Rule("scenario.mode", _one_of(MULTI_MODES), f"one of {', '.join(MULTI_MODES)}"),
     _Rule("scenario.contention_threshold_pct", _between(0.0, 1000.0), "a percentage from 0 to 1000"),
+    _Rule("scenario.drift_warn_pct", _between(0.0, 1000.0), "a percentage from 0 to 1000"),
     _Rule("model.n_layers", _at_least(1), "a whole number >= 1"),
     _Rule("gpu_layers", _at_least(0), "a whole number >= 0 (999 = all layers)"),
     _Rule("ctx", _between(16, 1 << 20), "a whole number of tokens from 16 to 1048576"),
@@ -102,7 +80,6 @@ _RULES = (
     _Rule("top_k", _at_least(0), "a whole number >= 0"),
     _Rule("repeat_penalty", _positive, "a number above 0"),
     _Rule("num_predict", _at_least(1), "a whole number of tokens >= 1"),
-    _Rule("options_mode", _one_of(OPTIONS_MODES), f"one of {', '.join(OPTIONS_MODES)}"),
     _Rule("repetition", _at_least(0), "a whole number >= 0"),
     _Rule("timeouts.call_s", _positive, "a number of seconds above 0"),
     _Rule("timeouts.run_s", _positive, "a number of seconds above 0"),
@@ -124,34 +101,19 @@ def _is_http_url(url: str) -> bool:
 
 def _cross_field_problems(cfg: CfexpConfig) -> list[str]:
     problems: list[str] = []
-    runtime, language = cfg.runtime, cfg.language.name
-    if runtime.language != language:
-        hint = PYTHON_RUNTIMES if language == "python" else RUST_RUNTIMES
-        problems.append(
-            f"<runtime={runtime.name}> is a {runtime.language} runtime but "
-            f"<language={language}>: drop the language override (a runtime implies "
-            f"its language) or pick a {language} runtime ({', '.join(hint)})"
-        )
-    if cfg.backend.name == "openai" and cfg.backend.url is None:
-        problems.append(
-            "<backend.url=None> is required with backend=openai: give the server's base URL, "
-            "e.g. backend.url=http://127.0.0.1:8000"
-        )
-    if cfg.backend.url is not None and not _is_http_url(cfg.backend.url):
-        problems.append(
-            f"<backend.url={cfg.backend.url}> is not an http(s) URL: give one like "
-            "http://127.0.0.1:11434"
-        )
-    if cfg.backend.name == "llamacpp" and cfg.model.file is not None:
-        if not Path(cfg.model.file).is_file():
+    backend = cfg.backend
+    for url in ([backend.url] if backend.url is not None else []) + list(backend.urls):
+        if not _is_http_url(url):
+            problems.append(f"<backend.url={url}> is not an http(s) URL: give one like http://127.0.0.1:11434")
+    problems.extend(_server_address_problems(cfg))
+    if backend.name == Backend.llamacpp and cfg.model.file is not None:
+        if Path(cfg.model.file).is_dir():
+            problems.append(f"<model.file={cfg.model.file}> is a folder: give the path of a GGUF file inside it")
+        elif not Path(cfg.model.file).is_file():
             problems.append(
                 f"<model.file={cfg.model.file}> does not exist: give the path of a GGUF "
                 "file, or model.file=null for the embedded Gemma 3 270M"
             )
-    if cfg.topology.lifecycle == "external" and cfg.backend.url is None:
-        problems.append(
-            "<topology.lifecycle=external> needs a running server: set backend.url"
-        )
     personas = json.loads((DATA_DIR / "personas.json").read_text())
     unknown = [name for name in cfg.scenario.personas if name not in personas]
     if unknown:
@@ -164,6 +126,53 @@ def _cross_field_problems(cfg: CfexpConfig) -> list[str]:
     return problems
 
 
+def attaches_only(cfg: CfexpConfig) -> bool:
+    """Whether cfexp only attaches to running servers (it starts none): then N instances need N URLs."""
+    backend = cfg.backend
+    return (
+        cfg.topology.lifecycle == Lifecycle.external
+        or backend.name == Backend.openai
+        or (backend.name != Backend.ollama and (backend.url is not None or bool(backend.urls)))
+        or (backend.name == Backend.ollama and not backend.start_if_absent)
+    )
+
+
+def _server_address_problems(cfg: CfexpConfig) -> list[str]:
+    """Where the servers are: a URL for the backends that need one, N distinct URLs for N external instances."""
+    backend, topology = cfg.backend, cfg.topology
+    problems: list[str] = []
+    if backend.name == Backend.openai and backend.url is None and not backend.urls:
+        problems.append(
+            "<backend.url=None> is required with backend=openai: give the server's base URL, "
+            "e.g. backend.url=http://127.0.0.1:8000 (or backend.urls=[…], one per instance)"
+        )
+    if not attaches_only(cfg):
+        if backend.urls:
+            problems.append(
+                f"<backend.urls={list(backend.urls)}> lists running servers, but "
+                f"<topology.lifecycle={topology.lifecycle}> starts its own: use topology.lifecycle=external"
+            )
+        return problems
+    urls = list(backend.urls) or ([backend.url] if backend.url is not None else [])
+    if not urls:
+        problems.append(
+            f"<topology.lifecycle={topology.lifecycle}> <backend={backend.name}> attaches to running servers: "
+            "set backend.url (one instance) or backend.urls=[url0,url1,…] (one per instance)"
+        )
+    elif len(urls) != topology.instances:
+        problems.append(
+            f"<topology={topology.name}> has {topology.instances} instance(s) but "
+            f"<backend.urls={urls}> gives {len(urls)}: servers cfexp attaches to need one "
+            f"distinct URL per instance, e.g. backend.urls=[http://127.0.0.1:11434,http://127.0.0.1:11435]"
+        )
+    elif len({url.rstrip("/") for url in urls}) != len(urls):
+        problems.append(
+            f"<backend.urls={urls}> names one server twice: {topology.instances} instances need "
+            f"{topology.instances} distinct servers, or the run would be a single one tagged {topology.name}"
+        )
+    return problems
+
+
 def _multi_agent_problems(cfg: CfexpConfig) -> list[str]:
     problems: list[str] = []
     scenario, topology = cfg.scenario, cfg.topology
@@ -173,7 +182,7 @@ def _multi_agent_problems(cfg: CfexpConfig) -> list[str]:
             f"<topology.instances={topology.instances}> contradicts <topology={topology.name}> "
             f"({expected} instance(s)): for N instances use topology=multi topology.instances=N"
         )
-    if scenario.name != "multi_agent" and scenario.agents != 1:
+    if scenario.name != Scenario.multi_agent and scenario.agents != 1:
         problems.append(
             f"<scenario.agents={scenario.agents}> needs scenario=multi_agent ({scenario.name} runs one agent)"
         )
@@ -184,7 +193,7 @@ def _multi_agent_problems(cfg: CfexpConfig) -> list[str]:
             f"<scenario.per_agent={unknown}> names agents that do not exist: this run has "
             f"{', '.join(sorted(names))} (scenario.agents={scenario.agents})"
         )
-    if scenario.per_agent and scenario.mode != "chimera_hetero":
+    if scenario.per_agent and scenario.mode != MultiMode.chimera_hetero:
         problems.append(
             f"<scenario.per_agent> is set but <scenario.mode={scenario.mode}>: per-agent options "
             "apply to scenario.mode=chimera_hetero only"

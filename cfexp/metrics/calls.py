@@ -1,35 +1,68 @@
-"""Per-call derived metrics (docs/record-schema.md section 4): pure functions.
+"""Per-call metrics (docs/metrics.md, "Per call"): pure functions over a call record.
 
-Agents emit raw clock readings and counters; every latency and throughput
-number is computed here, once, for every agent language, so the definitions
-cannot drift. Fields that are undefined for a call are ``None`` (never 0):
-a failed call, a call without server token counts, ``tpot`` for one token.
+Agents emit raw clock readings and the server's counters; every latency,
+throughput and token number is computed here, once, for every agent language
+and every server, so the definitions cannot drift. A field that does not apply
+to a call is ``None`` (never 0): a failed call, a server that does not say,
+``tpot`` for one token. The fields are exactly the catalogue's call metrics
+(:data:`cfexp.metrics.catalog.CALL_METRICS`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
 from itertools import pairwise
-from typing import Any
 
-DERIVED_FIELDS = (
-    "ttft_ms",
-    "e2e_ms",
-    "tpot_ms",
-    "itl_ms_mean",
-    "itl_ms_p50",
-    "itl_ms_p95",
-    "itl_ms_max",
-    "throughput_tok_s",
-    "e2e_throughput_tok_s",
-    "server_throughput_tok_s",
-    "server_prompt_eval_ms",
-    "server_load_ms",
-)
+from cfexp.agents.records import CallRecord
 
 _NS_PER_MS = 1e6
 _NS_PER_S = 1e9
+# The reason a reply ended by itself; real servers then count the end-of-turn token.
+_STOPPED_BY_ITSELF = "stop"
+
+
+@dataclass(frozen=True)
+class CallMetrics:
+    """The derived fields of one call (names, units and directions: the catalogue)."""
+
+    ttft_ms: float | None = None
+    e2e_ms: float | None = None
+    tpot_ms: float | None = None
+    itl_ms_mean: float | None = None
+    itl_ms_p50: float | None = None
+    itl_ms_p95: float | None = None
+    itl_ms_max: float | None = None
+    throughput_tok_s: float | None = None
+    e2e_throughput_tok_s: float | None = None
+    output_tokens: int | None = None
+    output_tokens_server: int | None = None
+    prompt_tokens: int | None = None
+    prompt_tokens_evaluated: int | None = None
+    prompt_tokens_cached: int | None = None
+    prompt_truncated_tokens: int | None = None
+    server_prompt_eval_ms: float | None = None
+    server_throughput_tok_s: float | None = None
+    server_load_ms: float | None = None
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        return asdict(self)
+
+
+FIELDS: tuple[str, ...] = tuple(f.name for f in fields(CallMetrics))
+
+
+@dataclass(frozen=True)
+class MeasuredCall:
+    """A call record with its derived metrics: what the run summaries take."""
+
+    record: CallRecord
+    metrics: CallMetrics
+
+    @property
+    def success(self) -> bool:
+        return self.record.success
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -48,52 +81,92 @@ def inter_token_gaps_ms(chunk_times_ns: Sequence[int]) -> list[float]:
     return [(b - a) / _NS_PER_MS for a, b in pairwise(chunk_times_ns)]
 
 
-def _int_or_none(record: Mapping[str, Any], key: str) -> int | None:
-    value = record.get(key)
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+def server_output_count(record: CallRecord) -> int | None:
+    """The server's own count of generated tokens, whichever API reported it."""
+    for value in (record.server_eval_count, record.server_completion_tokens, record.server_timings_predicted_n):
+        if value is not None:
+            return value
+    return None
 
 
-def derive_call(record: Mapping[str, Any]) -> dict[str, float | None]:
-    """The derived fields of one call record (a decoded JSON object).
+def output_tokens(record: CallRecord) -> int | None:
+    """Tokens of the reply without the end-of-turn token (the one definition, docs/metrics.md).
 
-    Every key of :data:`DERIVED_FIELDS` is present; a field is ``None`` when
-    its definition does not apply. A failed call (``success`` false) gets
-    ``None`` everywhere: a partial stream's timings would mix into the
-    successful calls' statistics otherwise.
+    Every server cfexp knows (Ollama, llama-server, cfexp's own) counts the
+    end-of-turn token it sampled when a reply stops by itself
+    (``finish_reason`` "stop"), and sends no text for it; a reply cut by the
+    token budget (``length``) has none.
     """
-    out: dict[str, float | None] = dict.fromkeys(DERIVED_FIELDS)
-    if not record.get("success"):
-        return out
-    t_send = _int_or_none(record, "t_send_ns")
-    t_first = _int_or_none(record, "t_first_token_ns")
-    t_last = _int_or_none(record, "t_last_token_ns")
-    tokens = _int_or_none(record, "output_tokens")
-    if t_send is not None and t_first is not None:
-        out["ttft_ms"] = (t_first - t_send) / _NS_PER_MS
-    if t_send is not None and t_last is not None:
-        out["e2e_ms"] = (t_last - t_send) / _NS_PER_MS
-    ttft, e2e = out["ttft_ms"], out["e2e_ms"]
+    raw = server_output_count(record)
+    if raw is None:
+        return None
+    return raw - 1 if record.finish_reason == _STOPPED_BY_ITSELF and raw > 0 else raw
+
+
+def derive_call(record: CallRecord) -> CallMetrics:
+    """The derived fields of one call; all ``None`` for a failed call.
+
+    A failed call's partial stream would mix its timings into the successful
+    calls' statistics otherwise; failures are counted separately.
+    """
+    if not record.success:
+        return CallMetrics()
+    t_send, t_first, t_last = record.t_send_ns, record.t_first_token_ns, record.t_last_token_ns
+    tokens = output_tokens(record)
+    ttft = (t_first - t_send) / _NS_PER_MS if t_first is not None else None
+    e2e = (t_last - t_send) / _NS_PER_MS if t_last is not None else None
+    tpot = throughput = e2e_throughput = None
     if tokens is not None and tokens > 1:
         if ttft is not None and e2e is not None:
-            out["tpot_ms"] = (e2e - ttft) / (tokens - 1)
+            tpot = (e2e - ttft) / (tokens - 1)
         if t_first is not None and t_last is not None and t_last > t_first:
-            out["throughput_tok_s"] = (tokens - 1) / ((t_last - t_first) / _NS_PER_S)
+            throughput = (tokens - 1) / ((t_last - t_first) / _NS_PER_S)
     if tokens is not None and e2e is not None and e2e > 0:
-        out["e2e_throughput_tok_s"] = tokens / (e2e / 1e3)
-    gaps = inter_token_gaps_ms(record.get("chunk_times_ns") or [])
-    if gaps:
-        out["itl_ms_mean"] = math.fsum(gaps) / len(gaps)
-        out["itl_ms_p50"] = percentile(gaps, 50)
-        out["itl_ms_p95"] = percentile(gaps, 95)
-        out["itl_ms_max"] = max(gaps)
-    eval_count = _int_or_none(record, "server_eval_count")
-    eval_ns = _int_or_none(record, "server_eval_duration_ns")
-    if eval_count is not None and eval_ns is not None and eval_ns > 0:
-        out["server_throughput_tok_s"] = eval_count / (eval_ns / _NS_PER_S)
-    prompt_eval_ns = _int_or_none(record, "server_prompt_eval_duration_ns")
-    if prompt_eval_ns is not None:
-        out["server_prompt_eval_ms"] = prompt_eval_ns / _NS_PER_MS
-    load_ns = _int_or_none(record, "server_load_duration_ns")
-    if load_ns is not None:
-        out["server_load_ms"] = load_ns / _NS_PER_MS
-    return out
+        e2e_throughput = tokens / (e2e / 1e3)
+    gaps = inter_token_gaps_ms(record.chunk_times_ns)
+    return CallMetrics(
+        ttft_ms=ttft,
+        e2e_ms=e2e,
+        tpot_ms=tpot,
+        itl_ms_mean=math.fsum(gaps) / len(gaps) if gaps else None,
+        itl_ms_p50=percentile(gaps, 50) if gaps else None,
+        itl_ms_p95=percentile(gaps, 95) if gaps else None,
+        itl_ms_max=max(gaps) if gaps else None,
+        throughput_tok_s=throughput,
+        e2e_throughput_tok_s=e2e_throughput,
+        output_tokens=tokens,
+        output_tokens_server=server_output_count(record),
+        prompt_tokens=_first(record.server_prompt_eval_count, record.server_prompt_tokens),
+        prompt_tokens_evaluated=record.server_timings_prompt_n,
+        prompt_tokens_cached=_first(record.server_timings_cache_n, record.server_cached_tokens),
+        prompt_truncated_tokens=record.server_prompt_truncated_tokens,
+        server_prompt_eval_ms=_server_prompt_eval_ms(record),
+        server_throughput_tok_s=_server_throughput(record),
+        server_load_ms=record.server_load_duration_ns / _NS_PER_MS
+        if record.server_load_duration_ns is not None else None,
+    )  # fmt: skip
+
+
+def _first(*values: int | None) -> int | None:
+    return next((v for v in values if v is not None), None)
+
+
+def _server_prompt_eval_ms(record: CallRecord) -> float | None:
+    if record.server_prompt_eval_duration_ns is not None:
+        return record.server_prompt_eval_duration_ns / _NS_PER_MS
+    return record.server_timings_prompt_ms
+
+
+def _server_throughput(record: CallRecord) -> float | None:
+    """The server's decode rate: Ollama's eval counters, else llama.cpp's timings."""
+    count, ns = record.server_eval_count, record.server_eval_duration_ns
+    if count is not None and ns is not None and ns > 0:
+        return count / (ns / _NS_PER_S)
+    count, ms = record.server_timings_predicted_n, record.server_timings_predicted_ms
+    if count is not None and ms is not None and ms > 0:
+        return count / (ms / 1e3)
+    return None
+
+
+def measure_calls(records: Sequence[CallRecord]) -> list[MeasuredCall]:
+    return [MeasuredCall(record, derive_call(record)) for record in records]

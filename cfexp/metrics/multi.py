@@ -1,138 +1,220 @@
-"""Multi-agent metrics: true parallel efficiency, the original's overlap ratio, contention.
+"""Multi-agent metrics: speedup, balance-free parallel efficiency, drift, contention.
 
-Pure functions over records (calls already derived by
-:func:`cfexp.metrics.calls.derive_call`).
+Pure functions over the agents' phases (docs/multi-agent.md). In a multi-agent
+job every agent runs alone ("solo") before and/or after the concurrent phase,
+on the same instance with the same warm state; ``solo_i`` is the mean of its
+solo workflow times, ``wall`` the concurrent phase's first start to last end.
 
-The original study's "parallel efficiency" divided the sum of the agents'
-durations *measured while they ran concurrently* by twice the wall time: 50 %
-when fully serialized, and otherwise mostly a measure of how balanced the two
-durations were. Here:
-
-- ``speedup = Σ solo_i / wall`` where ``solo_i`` is agent i's workflow time
-  when it ran alone on its instance in the same job, and ``wall`` the
-  concurrent phase's wall time (first agent start to last agent end);
-- ``parallel_efficiency_pct = speedup / N × 100``: 100 % when N equal agents
-  together take as long as one of them alone (perfect overlap), 100/N % when
-  the server serializes them;
+- ``speedup = Σ solo_i / wall``: how many agents' worth of work ran at once
+  (≤ N; N when nothing interfered and the agents are equal);
+- ``parallel_efficiency_pct = max_i solo_i / wall × 100``: 100 when the
+  concurrent phase took no longer than its longest agent alone — no
+  interference, whatever the balance between the agents; ``Σ solo / max solo``
+  down to 100/N when the server serialised them;
 - ``overlap_efficiency_pct = Σ concurrent_i / (N × wall) × 100``: the
-  original's ratio, kept under its own name to compare with published numbers.
+  original study's ratio, kept under its own name (it mostly measures balance);
+- ``drift_pct``: per agent ``|after − before| / mean`` of its two solos, the
+  run's value is the largest: what the machine did on its own during the job,
+  the noise floor of every comparison above.
 
-Contention, one rule, per agent: an agent is *contended* when its concurrent
-mean TTFT exceeds its solo mean TTFT by more than ``threshold_pct`` percent,
-or its concurrent mean decode throughput is lower than solo by more than
-``threshold_pct`` percent. ``contention_rate_pct`` is the share of contended
-agents (per run here; over a sweep in the report).
+Contention, one rule, per agent and step: the agent is *contended* when for
+some step its concurrent TTFT exceeds the highest of its solo TTFTs for that
+step by more than ``threshold_pct`` + its drift (in %), or its concurrent
+decode throughput falls below the lowest solo throughput by more than the same
+margin. The solo calls' spread and the drift are the noise floor; the
+threshold is what the user calls interference.
 """
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from cfexp.agents.records import AgentRecord
+from cfexp.metrics.calls import MeasuredCall
+from cfexp.metrics.catalog import BY_NAME
+
+#: Relative noise (in %) always allowed before a value counts as out of its physical range.
+MIN_TOLERANCE_PCT = 2.0
 
 
 @dataclass(frozen=True)
-class AgentTiming:
-    """One agent workflow, as its records tell it."""
+class AgentPhase:
+    """One agent's workflow in one phase (solo or concurrent), as its records tell it."""
 
     name: str
     instance: int
     success: bool
     t_start_ns: int
     t_end_ns: int
-    # Means over the agent's successful calls (None when it had none).
-    ttft_ms: float | None
-    throughput_tok_s: float | None
+    calls: tuple[MeasuredCall, ...] = ()
 
     @property
     def duration_ms(self) -> float:
         return (self.t_end_ns - self.t_start_ns) / 1e6
 
+    def values(self, metric: str, step: str | None = None) -> list[float]:
+        """The metric over this phase's successful calls (of one step, when given)."""
+        return [
+            float(value)
+            for call in self.calls
+            if call.success and (step is None or call.record.step == step)
+            and (value := getattr(call.metrics, metric)) is not None
+        ]  # fmt: skip
 
-def _mean(values: Iterable[Any]) -> float | None:
-    present = [float(v) for v in values if v is not None]
-    return statistics.fmean(present) if present else None
+    def mean(self, metric: str) -> float | None:
+        values = self.values(metric)
+        return statistics.fmean(values) if values else None
+
+    @property
+    def steps(self) -> list[str]:
+        return list(dict.fromkeys(call.record.step for call in self.calls if call.success))
 
 
-def agent_timings(records: Iterable[Mapping[str, Any]], derived_calls: Iterable[Mapping[str, Any]]) -> dict[str, AgentTiming]:
-    """Per agent name: its workflow span and its calls' mean TTFT and throughput."""
-    calls = [c for c in derived_calls if c.get("success")]
-    timings: dict[str, AgentTiming] = {}
-    for record in records:
-        if record.get("kind") != "agent":
-            continue
-        name = str(record["agent"])
-        mine = [c for c in calls if c.get("agent") == name]
-        timings[name] = AgentTiming(
-            name=name,
-            instance=int(record.get("instance", 0)),
-            success=bool(record.get("success")),
-            t_start_ns=int(record["t_start_ns"]),
-            t_end_ns=int(record["t_end_ns"]),
-            ttft_ms=_mean(c.get("ttft_ms") for c in mine),
-            throughput_tok_s=_mean(c.get("throughput_tok_s") for c in mine),
+def agent_phases(agents: Iterable[AgentRecord], calls: Sequence[MeasuredCall]) -> dict[str, AgentPhase]:
+    """Per agent name: its workflow span and its calls, from one agent process's records."""
+    return {
+        agent.agent: AgentPhase(
+            name=agent.agent,
+            instance=agent.instance,
+            success=agent.success,
+            t_start_ns=agent.t_start_ns,
+            t_end_ns=agent.t_end_ns,
+            calls=tuple(call for call in calls if call.record.agent == agent.agent),
         )
-    return timings
+        for agent in agents
+    }
 
 
-def is_contended(concurrent: AgentTiming, solo: AgentTiming, threshold_pct: float) -> bool:
-    """The documented rule: TTFT worse, or throughput lower, by more than the threshold."""
-    factor = threshold_pct / 100.0
-    slower_start = (
-        concurrent.ttft_ms is not None
-        and solo.ttft_ms is not None
-        and concurrent.ttft_ms > solo.ttft_ms * (1 + factor)
-    )
-    slower_decode = (
-        concurrent.throughput_tok_s is not None
-        and solo.throughput_tok_s is not None
-        and concurrent.throughput_tok_s < solo.throughput_tok_s * (1 - factor)
-    )
-    return slower_start or slower_decode
+@dataclass(frozen=True)
+class ContentionRule:
+    # Interference the user cares about, beyond the noise floor, in %.
+    threshold_pct: float = 25.0
+    # A run whose drift exceeds this gets a measurement warning, in %.
+    drift_warn_pct: float = 10.0
+
+
+@dataclass
+class MultiAgentResult:
+    metrics: dict[str, float] = field(default_factory=dict)
+    # Why the run's numbers are doubtful, one sentence each (empty when they are not).
+    warnings: list[str] = field(default_factory=list)
+    # Metrics outside their physical range: reported, never ranked.
+    out_of_range: list[str] = field(default_factory=list)
+
+
+def drift_pct(solos: Sequence[AgentPhase]) -> float | None:
+    """|last − first| / mean of an agent's solo times, in %; None with fewer than two."""
+    if len(solos) < 2:
+        return None
+    first, last = solos[0].duration_ms, solos[-1].duration_ms
+    mean = statistics.fmean(s.duration_ms for s in solos)
+    return abs(last - first) / mean * 100 if mean > 0 else None
+
+
+def is_contended(concurrent: AgentPhase, solos: Sequence[AgentPhase], margin_pct: float) -> bool:
+    """The documented rule (module docstring), per step the agent called concurrently."""
+    factor = margin_pct / 100
+    for step in concurrent.steps:
+        solo_ttft = [v for s in solos for v in s.values("ttft_ms", step)]
+        solo_rate = [v for s in solos for v in s.values("throughput_tok_s", step)]
+        ttft = concurrent.values("ttft_ms", step)
+        rate = concurrent.values("throughput_tok_s", step)
+        if solo_ttft and ttft and statistics.fmean(ttft) > max(solo_ttft) * (1 + factor):
+            return True
+        if solo_rate and rate and statistics.fmean(rate) < min(solo_rate) * (1 - factor):
+            return True
+    return False
 
 
 def multi_agent_metrics(
-    concurrent: Mapping[str, AgentTiming],
-    solo: Mapping[str, AgentTiming] | None,
-    threshold_pct: float,
-) -> dict[str, float]:
-    """Run-level metrics of a multi-agent job (empty when no agent finished)."""
+    concurrent: Mapping[str, AgentPhase],
+    solos: Mapping[str, Sequence[AgentPhase]],
+    rule: ContentionRule,
+    solo_labels: Sequence[str] = ("before", "after"),
+) -> MultiAgentResult:
+    """Run-level metrics of a multi-agent job (empty when no agent ran).
+
+    ``solos[name]`` holds the agent's solo phases in the order they ran, named
+    by ``solo_labels`` (``before``, ``after``); without a solo for every agent
+    only the concurrent phase's own metrics are given.
+    """
+    result = MultiAgentResult()
     if not concurrent:
-        return {}
+        return result
     agents = list(concurrent.values())
     count = len(agents)
     wall_ms = (max(a.t_end_ns for a in agents) - min(a.t_start_ns for a in agents)) / 1e6
-    metrics: dict[str, float] = {
-        "agents": float(count),
-        "concurrent_wall_ms": wall_ms,
-        "overlap_efficiency_pct": sum(a.duration_ms for a in agents) / (count * wall_ms) * 100,
-    }
+    m = result.metrics
+    m["agents"] = float(count)
+    m["concurrent_wall_ms"] = wall_ms
+    m["overlap_efficiency_pct"] = sum(a.duration_ms for a in agents) / (count * wall_ms) * 100
     for agent in agents:
         prefix = f"{agent.name}_"
-        metrics[prefix + "concurrent_ms"] = agent.duration_ms
-        metrics[prefix + "instance"] = float(agent.instance)
-        if agent.ttft_ms is not None:
-            metrics[prefix + "ttft_ms_concurrent"] = agent.ttft_ms
-        if agent.throughput_tok_s is not None:
-            metrics[prefix + "throughput_tok_s_concurrent"] = agent.throughput_tok_s
-    if not solo or set(solo) != set(concurrent):
-        return metrics
-    solo_sum_ms = sum(s.duration_ms for s in solo.values())
-    speedup = solo_sum_ms / wall_ms
-    metrics["solo_sum_ms"] = solo_sum_ms
-    metrics["speedup"] = speedup
-    metrics["parallel_efficiency_pct"] = speedup / count * 100
+        m[prefix + "concurrent_ms"] = agent.duration_ms
+        m[prefix + "instance"] = float(agent.instance)
+        _phase_means(m, prefix, "concurrent", [agent])
+    if set(solos) != set(concurrent) or not all(solos.values()):
+        return result
+
+    solo_ms = {name: statistics.fmean(s.duration_ms for s in phases) for name, phases in solos.items()}
+    drifts = {name: drift_pct(phases) for name, phases in solos.items()}
+    m["solo_sum_ms"] = sum(solo_ms.values())
+    m["solo_max_ms"] = max(solo_ms.values())
+    m["speedup"] = m["solo_sum_ms"] / wall_ms
+    m["parallel_efficiency_pct"] = m["solo_max_ms"] / wall_ms * 100
+    known_drifts = [d for d in drifts.values() if d is not None]
+    if known_drifts:
+        m["drift_pct"] = max(known_drifts)
     contended = 0
-    for name, alone in solo.items():
+    for name, phases in solos.items():
         prefix = f"{name}_"
-        metrics[prefix + "solo_ms"] = alone.duration_ms
-        if alone.ttft_ms is not None:
-            metrics[prefix + "ttft_ms_solo"] = alone.ttft_ms
-        if alone.throughput_tok_s is not None:
-            metrics[prefix + "throughput_tok_s_solo"] = alone.throughput_tok_s
-        flag = is_contended(concurrent[name], alone, threshold_pct)
-        metrics[prefix + "contended"] = float(flag)
+        m[prefix + "solo_ms"] = solo_ms[name]
+        for label, phase in zip(solo_labels, phases, strict=False):
+            m[f"{prefix}solo_{label}_ms"] = phase.duration_ms
+        if drifts[name] is not None:
+            m[prefix + "drift_pct"] = drifts[name]
+        _phase_means(m, prefix, "solo", phases)
+        flag = is_contended(concurrent[name], phases, rule.threshold_pct + (drifts[name] or 0.0))
+        m[prefix + "contended"] = float(flag)
         contended += flag
-    metrics["contention_rate_pct"] = contended / count * 100
-    return metrics
+    m["contention_rate_pct"] = contended / count * 100
+    _check_ranges(result, count, m.get("drift_pct"), rule)
+    return result
+
+
+def _phase_means(metrics: dict[str, float], prefix: str, phase: str, phases: Sequence[AgentPhase]) -> None:
+    """Per-token comparisons between phases: TTFT, decode rate, TPOT, tokens (mean per phase)."""
+    for metric in ("ttft_ms", "throughput_tok_s", "tpot_ms"):
+        values = [v for p in phases for v in p.values(metric)]
+        if values:
+            metrics[f"{prefix}{metric}_{phase}"] = statistics.fmean(values)
+    tokens = [sum(p.values("output_tokens")) for p in phases if p.values("output_tokens")]
+    if tokens:
+        metrics[f"{prefix}output_tokens_{phase}"] = statistics.fmean(tokens)
+
+
+def _check_ranges(result: MultiAgentResult, count: int, drift: float | None, rule: ContentionRule) -> None:
+    """Flag values outside their physical range (beyond the run's noise floor) and large drift."""
+    m = result.metrics
+    tolerance = max(MIN_TOLERANCE_PCT, drift or 0.0) / 100
+    bounds = {
+        "speedup": (None, float(count)),
+        "parallel_efficiency_pct": (100.0 / count, BY_NAME["parallel_efficiency_pct"].high),
+    }
+    for name, (low, high) in bounds.items():
+        value = m[name]
+        if high is not None and value > high * (1 + tolerance):
+            result.out_of_range.append(name)
+            result.warnings.append(f"{name}={value:.3g} is above its physical maximum {high:g} (agents={count})")
+        elif low is not None and value < low * (1 - tolerance):
+            result.out_of_range.append(name)
+            result.warnings.append(
+                f"{name}={value:.3g} is below {low:.3g}, slower than running the agents one after another"
+            )
+    if drift is not None and drift > rule.drift_warn_pct:
+        result.warnings.append(
+            f"drift_pct={drift:.3g}: an agent's two solo runs differ by more than {rule.drift_warn_pct:g} %, "
+            "so the machine changed during the job; speedup and efficiency carry that much noise"
+        )

@@ -25,7 +25,7 @@ _NOT_FACTORS = ("params.paths.", "params.tracking.", "params.hydra.", "params.tr
 REPETITION = "params.repetition"
 # Factors in the order the report shows them; others follow, sorted.
 FACTOR_ORDER = (
-    "params.language.name",
+    "params.language",
     "params.runtime.name",
     "params.topology.name",
     "params.scenario.name",
@@ -37,7 +37,6 @@ FACTOR_ORDER = (
     "params.temperature",
 )
 SHORT_NAMES = {
-    "params.language.name": "language",
     "params.runtime.name": "runtime",
     "params.topology.name": "topology",
     "params.scenario.name": "scenario",
@@ -66,7 +65,7 @@ class RunSet:
 
 
 def short(column: str) -> str:
-    """params.language.name -> language; params.gpu_layers -> gpu_layers."""
+    """params.runtime.name -> runtime; params.gpu_layers -> gpu_layers."""
     return SHORT_NAMES.get(column, column.removeprefix("params.").removeprefix("metrics."))
 
 
@@ -122,7 +121,7 @@ def config_sort_key(label: str) -> tuple[tuple[int, float, str], ...]:
 def find_factors(finished: pd.DataFrame) -> list[str]:
     """Params that vary between finished runs, one column per distinct partition of the runs.
 
-    ``runtime.language`` varies exactly with ``language.name``: only the first
+    ``runtime.name`` varies exactly with ``language`` when each language has one runtime: only the first
     (in :data:`FACTOR_ORDER`) is kept, so labels say each thing once; a
     secondary param (not in FACTOR_ORDER) fixed by the kept ones is dropped too.
     """

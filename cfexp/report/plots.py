@@ -48,7 +48,7 @@ def distributions(used: pd.DataFrame, metric: str, out: Path, prefix: str) -> st
 
 
 def _hue(used: pd.DataFrame, factors: list[str]) -> str | None:
-    for column in ("params.language.name", "params.runtime.name", "params.topology.name", "params.options_mode"):
+    for column in ("params.language", "params.runtime.name", "params.topology.name", "params.options_mode"):
         if column in factors:
             return column
     return None

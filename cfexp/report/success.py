@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from cfexp.metrics import catalog
 from cfexp.report.load import REPETITION, short, sort_key
 from cfexp.report.stats import MIN_N_TEST, Proportion, compare, compare_to_reference, fisher_p, wilson
 
@@ -39,9 +40,14 @@ DEFAULT_BASELINE = {"options_mode": "server_defaults"}
 @dataclass(frozen=True)
 class SuccessRule:
     metric: str = "throughput_tok_s"
-    higher_is_better: bool = True
+    # None = the catalogue's direction for the metric (docs/metrics.md).
+    higher: bool | None = None
     alpha: float = 0.05
     baseline: Mapping[str, str] | None = None  # None = DEFAULT_BASELINE
+
+    @property
+    def higher_is_better(self) -> bool:
+        return catalog.higher_is_better(self.metric) if self.higher is None else self.higher
 
 
 def pairs(used: pd.DataFrame, factors: list[str], rule: SuccessRule) -> pd.DataFrame:

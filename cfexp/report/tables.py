@@ -11,25 +11,15 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
+from cfexp.metrics import catalog
 from cfexp.report.load import short, sort_key
 from cfexp.report.stats import compare, describe, holm, wilson
 
-# Metrics of the per-config tables, with the direction that is better.
-METRICS: dict[str, bool] = {  # name -> higher is better
-    "ttft_ms": False,
-    "tpot_ms": False,
-    "throughput_tok_s": True,
-    "e2e_ms": False,
-    "agent_startup_ms": False,
-    "agent_peak_rss_mb": False,
-    "agent_cpu_us_per_token": False,
-    "parallel_efficiency_pct": True,
-    "overlap_efficiency_pct": True,
-    "contention_rate_pct": False,
-}
+# Metrics of the per-config tables and comparisons: the catalogue's reported ones.
+METRICS: tuple[str, ...] = tuple(catalog.reported())
 # Categorical factors compared level against level.
 COMPARED = (
-    "params.language.name",
+    "params.language",
     "params.runtime.name",
     "params.topology.name",
     "params.options_mode",
@@ -88,7 +78,7 @@ def comparisons(used: pd.DataFrame, factors: list[str]) -> pd.DataFrame:
 
 def headline(used: pd.DataFrame, alpha: float) -> pd.DataFrame:
     """The original's "Rust vs Python" table, with a CI and a tested winner."""
-    language = "params.language.name"
+    language = "params.language"
     if language not in used.columns or set(used[language].unique()) != {"python", "rust"}:
         return pd.DataFrame()
     rows = []
@@ -99,7 +89,7 @@ def headline(used: pd.DataFrame, alpha: float) -> pd.DataFrame:
         if len(python) == 0 or len(rust) == 0:
             continue
         c = compare(python, rust)
-        rows.append({"metric": metric, "higher_is_better": METRICS[metric], **c.__dict__})
+        rows.append({"metric": metric, "higher_is_better": catalog.higher_is_better(metric), **c.__dict__})
     table = pd.DataFrame(rows)
     if table.empty:
         return table

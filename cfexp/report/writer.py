@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from cfexp.app.artifacts import safe_name
+from cfexp.filenames import safe_name
+from cfexp.metrics import catalog
 from cfexp.report import markdown as md
 from cfexp.report import plots, study_store, success, tables
 from cfexp.report.load import RunSet, load_runs, short
@@ -28,7 +29,7 @@ ENV_TAGS = (
     "host", "env.cpu", "env.cpu_count", "env.memory_gb", "env.os", "env.python", "env.cfexp_version",
     "backend", "backend_version", "model", "model_digest", "code_version", "rustc", "env.packages",
 )
-PLOTTED = ("ttft_ms", "throughput_tok_s", "e2e_ms")
+PLOTTED = tuple(catalog.plotted())
 # Optuna trial states as the study section words them.
 _STATES = {"COMPLETE": "complete", "FAIL": "failed", "RUNNING": "running", "WAITING": "waiting", "PRUNED": "pruned"}
 

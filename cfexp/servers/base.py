@@ -9,13 +9,16 @@ change) into a :class:`ServerInstance`. Backends are registered by name in
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
 from cfexp.servers.process import ManagedProcess
+
+if TYPE_CHECKING:
+    from cfexp.servers.identify import ServerIdentity
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,8 @@ class LaunchSpec:
     # Engine settings as canonical JSON, so the spec stays hashable.
     settings_json: str = "{}"
     start_if_absent: bool = True
-    binary: str = "ollama"
+    # The server program, for backends that run one; None = the backend's default.
+    binary: str | None = None
     models_dir: str | None = None
 
     @property
@@ -59,8 +63,8 @@ class ServerInstance:
     version: str | None = None
     # Sim only: where the server writes the time it sent each chunk.
     ground_truth_path: Path | None = None
-    # What the server reports about itself (digest, engine), for tags.
-    info: dict[str, str] = field(default_factory=dict)
+    # What the server says it is and serves (cfexp.servers.identify), once it answered.
+    identity: ServerIdentity | None = None
 
     @property
     def managed(self) -> bool:

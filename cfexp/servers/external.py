@@ -53,17 +53,10 @@ def _ollama_version(base_url: str) -> str | None:
         return None
 
 
-def _instance_url(launch: LaunchSpec, index: int) -> str:
-    """Instance i of a managed Ollama listens on the configured port + i."""
-    assert launch.url is not None
-    url = httpx.URL(launch.url)
-    port = (url.port or 11434) + index
-    return f"{url.scheme}://{url.host}:{port}"
-
-
 class OllamaBackend:
     def start(self, launch: LaunchSpec, index: int, run_dir: Path, timeout_s: float) -> ServerInstance:
-        base_url = _instance_url(launch, index)
+        assert launch.url is not None  # the ollama backend's config has one
+        base_url = launch.url
         process = None
         version = _ollama_version(base_url)
         if version is None:
@@ -89,16 +82,19 @@ class OllamaBackend:
         where = f"<backend=ollama url={base_url}>"
         if not launch.start_if_absent:
             raise ServerUnreachableError(
-                f"no Ollama answers at {where}: start it, or set backend.start_if_absent=true"
+                f"no server answers at {where}: start it there, or fix its address (backend.url, or "
+                f"backend.urls[{index}] for several instances). cfexp starts Ollama itself only when "
+                "topology.lifecycle is not external and backend.start_if_absent=true"
             )
         if not _is_loopback(host):
             raise ServerUnreachableError(
                 f"no Ollama answers at {where}, and cfexp only starts servers on loopback: "
                 "check the URL and that the server is running"
             )
-        binary = shutil.which(launch.binary)
+        wanted = launch.binary or "ollama"
+        binary = shutil.which(wanted)
         if binary is None:
-            raise SetupError(f"no Ollama answers at {where} and `{launch.binary}` is not on PATH: {_INSTALL_HINT}")
+            raise SetupError(f"no Ollama answers at {where} and `{wanted}` is not on PATH: {_INSTALL_HINT}")
         if not _port_free(host, port):
             raise ServerStartError(
                 f"port {port} is in use by something that is not Ollama {where}: "

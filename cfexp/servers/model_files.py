@@ -8,6 +8,7 @@ here), so a corrupt or half-written file is never served.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from importlib import resources
@@ -43,6 +44,17 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+@functools.cache
+def _cached_sha256(path: str, size: int, mtime_ns: int) -> str:
+    return sha256_of(Path(path))
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a model file, hashed once per process while its size and mtime stay the same."""
+    stat = path.stat()
+    return _cached_sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
 
 
 def _stamp(path: Path, digest: str) -> str:

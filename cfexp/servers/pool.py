@@ -30,28 +30,46 @@ import logging
 import os
 from pathlib import Path
 
+import httpx
+
 from cfexp.config.schema import CfexpConfig
 from cfexp.errors import ServerDiedError
 from cfexp.servers.base import LaunchSpec, ServerBackend, ServerInstance
 from cfexp.servers.cfexp_serving import CfexpServingBackend
 from cfexp.servers.external import OllamaBackend, OpenAIBackend
 from cfexp.servers.host_lock import HostLock, lock_needed
+from cfexp.servers.identify import identify
+from cfexp.vocab import Lifecycle
 
 log = logging.getLogger(__name__)
 
 
 def launch_specs(cfg: CfexpConfig, options: list[tuple[int, int]]) -> list[LaunchSpec]:
     """One LaunchSpec per instance, from its (gpu_layers, ctx)."""
-    return [launch_spec(cfg, gpu_layers, ctx) for gpu_layers, ctx in options]
+    return [launch_spec(cfg, index, gpu_layers, ctx) for index, (gpu_layers, ctx) in enumerate(options)]
 
 
-def launch_spec(cfg: CfexpConfig, gpu_layers: int, ctx: int) -> LaunchSpec:
+def instance_url(cfg: CfexpConfig, index: int) -> str | None:
+    """Where instance ``index`` is: ``backend.urls[index]``, else ``backend.url`` with
+    port + index (a managed Ollama's instances listen side by side), else None (cfexp picks)."""
+    backend = cfg.backend
+    if backend.urls:
+        return backend.urls[index].rstrip("/")
+    if backend.url is None:
+        return None
+    url = httpx.URL(backend.url.rstrip("/"))
+    if index == 0:
+        return str(url)
+    return str(url.copy_with(port=(url.port or 11434) + index))
+
+
+def launch_spec(cfg: CfexpConfig, index: int, gpu_layers: int, ctx: int) -> LaunchSpec:
     backend = cfg.backend
     return LaunchSpec(
         backend=backend.name,
         api=backend.api,
         host=backend.host,
-        url=backend.url,
+        url=instance_url(cfg, index),
         model_name=cfg.model.name,
         model_file=cfg.model.file,
         n_layers=cfg.model.n_layers,
@@ -60,9 +78,9 @@ def launch_spec(cfg: CfexpConfig, gpu_layers: int, ctx: int) -> LaunchSpec:
         threads=backend.threads or max(1, (os.cpu_count() or 1) // cfg.topology.instances),
         slots=backend.slots,
         settings_json=json.dumps(backend.settings, sort_keys=True),
-        start_if_absent=backend.start_if_absent and cfg.topology.lifecycle != "external",
+        start_if_absent=backend.start_if_absent and cfg.topology.lifecycle != Lifecycle.external,
         binary=backend.binary,
-        models_dir=backend.models_dir,
+        models_dir=backend.models_dir.replace("{index}", str(index)) if backend.models_dir else None,
     )
 
 
@@ -130,7 +148,9 @@ class ServerPool:
                 self._lock.acquire(holder=str(servers_dir))
             for index, launch in enumerate(launches):
                 log.info("starting server instance %d (%s)", index, launch.backend)
-                started.append(backend.start(launch, index, servers_dir, cfg.timeouts.server_start_s))
+                instance = backend.start(launch, index, servers_dir, cfg.timeouts.server_start_s)
+                started.append(instance)
+                instance.identity = identify(instance.base_url, cfg.model.name, cfg.backend.api_key)
         except BaseException:
             _stop(started)
             self._release_lock()

@@ -1,13 +1,21 @@
-"""Untimed warm-up calls to server instances before a job is measured.
+"""Untimed warm-up calls: the state every measured phase starts from.
 
-A model's first request can pay for page-ins and allocations that later ones
-do not; ``topology.warmup_calls=N`` sends N short chat requests to every
-instance first. Nothing of them is recorded except in the server's own log.
+A server reloads its model when a request's launch options differ from the
+loaded ones (Ollama: ``num_ctx``, ``num_gpu``; a request without options loads
+its defaults), and a model's first request pays for page-ins and allocations
+later ones do not. So before every measured phase, each instance gets
+``topology.warmup_calls`` short requests carrying **exactly the options the
+phase's calls will send** — a reload then happens here, untimed, and never
+inside a measured call. What the servers report as load time is returned, for
+the record; nothing else of a warm-up is kept.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -17,35 +25,53 @@ from cfexp.servers.base import ServerInstance
 log = logging.getLogger(__name__)
 
 _PROMPT = "Say hello."
+_TOKENS = 4
+# Sampling options the OpenAI API takes at the top level (launch options it cannot set).
+_OPENAI_OPTIONS = ("temperature", "top_p", "seed", "top_k", "repeat_penalty")
 
 
-def _request(instance: ServerInstance, model: str) -> tuple[str, dict[str, object]]:
+@dataclass(frozen=True)
+class WarmupTarget:
+    """One instance, and the model options the next phase's calls send to it (None = none)."""
+
+    instance: ServerInstance
+    options: dict[str, Any] | None
+
+
+def _request(target: WarmupTarget, model: str) -> tuple[str, dict[str, Any]]:
     messages = [{"role": "user", "content": _PROMPT}]
-    if instance.api == "openai":
-        return "/v1/chat/completions", {"model": model, "messages": messages, "max_tokens": 4, "stream": False}
-    return "/api/chat", {"model": model, "messages": messages, "stream": False, "options": {"num_predict": 4}}
+    given = target.options or {}
+    if target.instance.api == "openai":
+        body: dict[str, Any] = {"model": model, "messages": messages, "max_tokens": _TOKENS, "stream": False}
+        body.update((key, given[key]) for key in _OPENAI_OPTIONS if key in given)
+        return "/v1/chat/completions", body
+    options = {**given, "num_predict": _TOKENS}
+    return "/api/chat", {"model": model, "messages": messages, "stream": False, "options": options}
 
 
-def warm_up(instances: list[ServerInstance], model: str, calls: int, timeout_s: float) -> float | None:
-    """Send ``calls`` untimed requests to each instance; raise if one cannot answer.
+def warm_up(
+    targets: Sequence[WarmupTarget], model: str, calls: int, timeout_s: float, api_key: str | None = None
+) -> float | None:
+    """Send ``calls`` untimed requests per target; raise if an instance cannot answer.
 
-    Returns the longest model load time (ms) the servers reported while warming
-    up (Ollama's ``load_duration``), or None when none was reported.
+    Returns the longest model load (ms) the servers reported (Ollama's
+    ``load_duration``), or None when none was reported.
     """
     load_ms: list[float] = []
-    for instance in instances:
-        path, body = _request(instance, model)
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    for target in targets:
+        path, body = _request(target, model)
         for _ in range(calls):
             try:
-                response = httpx.post(instance.base_url + path, json=body, timeout=timeout_s)
+                response = httpx.post(target.instance.base_url + path, json=body, headers=headers, timeout=timeout_s)
                 response.raise_for_status()
                 load_ns = response.json().get("load_duration")
                 if isinstance(load_ns, int):
                     load_ms.append(load_ns / 1e6)
             except (httpx.HTTPError, ValueError) as exc:
                 raise ServerUnreachableError(
-                    f"warm-up call to {instance.describe()} failed: {exc}. "
-                    "Check the server, or set topology.warmup_calls=0"
+                    f"warm-up call to {target.instance.describe()} failed: {exc}. "
+                    "Check the server (its log is in the job's servers folder), or set topology.warmup_calls=0"
                 ) from exc
-        log.info("warmed up %s with %d call(s)", instance.describe(), calls)
+        log.debug("warmed up %s with %d call(s), options %s", target.instance.describe(), calls, target.options)
     return max(load_ms) if load_ms else None

@@ -49,10 +49,11 @@ JOB_ARTIFACTS = (
     "agent_rusage.json",
     "system_metrics.jsonl",
     "texts",
+    "server_logs",
+    # The job's other agent runs (solo phases, priming), each in its own folder.
+    "phases",
     ".hydra",
 )
-# Folders of the multi-agent solo phase (solo_agent_0, …), uploaded whole.
-SOLO_DIRS = "solo_agent_*"
 
 _TRACKERS: dict[str, Tracker] = {}
 
@@ -206,7 +207,8 @@ class JobRun:
             tags,
             parent["run_id"] if parent else None,
         )
-        tracker.log_batch(run_id, params=flatten(config))
+        # The language is implied by the runtime; logged so reports can compare by it.
+        tracker.log_batch(run_id, params={**flatten(config), "language": str(settings.language)})
         staging = Path(hydra_cfg.runtime.output_dir) / ".cfexp-upload"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
@@ -231,8 +233,7 @@ class JobRun:
 
     def log_job_artifacts(self, job_dir: Path) -> None:
         _redact_agent_specs(job_dir)
-        solo = sorted(path.name for path in job_dir.glob(SOLO_DIRS) if path.is_dir())
-        for name in (*JOB_ARTIFACTS, *solo):
+        for name in JOB_ARTIFACTS:
             path = job_dir / name
             try:
                 if name == ".hydra" and path.is_dir():
@@ -277,13 +278,13 @@ class JobRun:
 
 
 def _redact_agent_specs(job_dir: Path) -> None:
-    """Each ``agent_spec.json`` (solo phases too) -> ``agent_spec.redacted.json``.
+    """Each ``agent_spec.json`` (other phases too) -> ``agent_spec.redacted.json``.
 
     The spec holds the API key the agent needs while it runs; once the job is
     over the original is deleted when it held one, so no key stays on disk or
     reaches an artifact.
     """
-    for spec in [job_dir / SPEC_FILE, *job_dir.glob(f"{SOLO_DIRS}/{SPEC_FILE}")]:
+    for spec in [job_dir / SPEC_FILE, *job_dir.glob(f"phases/*/{SPEC_FILE}")]:
         if not spec.is_file():
             continue
         try:

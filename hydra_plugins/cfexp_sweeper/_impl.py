@@ -37,6 +37,8 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import Trial, TrialState
 
+from cfexp.errors import ConfigError
+from cfexp.metrics import catalog
 from hydra_plugins.cfexp_sweeper import _parent
 from hydra_plugins.cfexp_sweeper import config as sweeper_config
 from hydra_plugins.cfexp_sweeper._errors import SweepError
@@ -72,7 +74,7 @@ BASELINE_REPETITION_ATTR = "cfexp.baseline_repetition"
 class CfexpOptunaSweeperImpl(Sweeper):
     def __init__(self, settings: sweeper_config.CfexpOptunaSweeperConf) -> None:
         self.settings = settings
-        self.objectives = [Objective(o.metric, o.direction.name) for o in settings.objectives]
+        self.objectives = [Objective(o.metric, _direction(o)) for o in settings.objectives]
         self.constraints: list[Constraint] = []
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
@@ -421,3 +423,16 @@ def _result(
     if result.failed and info.get("error"):
         return TrialResult(metrics=result.metrics, error=info["error"])
     return result
+
+
+def _direction(objective: sweeper_config.ObjectiveConfig) -> str:
+    """The objective's Optuna direction: as configured, else the metric catalogue's."""
+    if objective.direction is not None:
+        return str(objective.direction.name)
+    try:
+        return catalog.direction(objective.metric).optuna
+    except (ValueError, ConfigError) as exc:
+        raise SweepError(
+            f"<objectives.metric={objective.metric}> has no better direction in cfexp's metric "
+            "catalogue (docs/metrics.md): give it one, e.g. {metric: …, direction: minimize}"
+        ) from exc

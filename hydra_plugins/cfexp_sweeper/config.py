@@ -43,8 +43,9 @@ class Sampler(Enum):
 class ObjectiveConfig:
     # A metric the task function returns (cfexp: docs/metrics.md), e.g. throughput_tok_s.
     metric: str = MISSING
-    # maximize or minimize.
-    direction: Direction = Direction.maximize
+    # maximize or minimize; null = the metric's direction in cfexp's metric
+    # catalogue (docs/metrics.md: ttft_ms is minimised, throughput_tok_s maximised).
+    direction: Optional[Direction] = None
 
 
 @dataclass

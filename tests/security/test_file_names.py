@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cfexp.app.artifacts import MAX_NAME_CHARS, safe_name, write_texts
+from cfexp.app.artifacts import write_texts
+from cfexp.filenames import MAX_NAME_CHARS, safe_name
 
 HOSTILE = [
     "../../etc/passwd",
