@@ -200,7 +200,7 @@ def _accepts(hint: Any, value: Any) -> bool:
     return isinstance(value, base)
 
 
-def _decode(cls: type[_R], raw: dict[str, Any], where: str) -> _R:
+def _decode(cls: type[Record], raw: dict[str, Any], where: str) -> Record:
     """A record of type ``cls`` from its JSON object; AgentError when it does not fit the schema."""
     hints = get_type_hints(cls)
     known = {f.name for f in fields(cls)} | {"schema_version", "kind"}

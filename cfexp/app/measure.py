@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -205,7 +205,7 @@ def _run(
         phase.folder,
         timeout_s=cfg.timeouts.run_s,
         watch=lambda: check_alive(instances),
-        on_spawn=(lambda pid: sampler.watch("agent", pid)) if sampler is not None else (lambda pid: None),
+        on_spawn=_watch_agent(sampler),
     )
     if result.stopped_by is None:
         try:
@@ -222,6 +222,16 @@ def _run(
     artifacts.write_records(phase.folder, log_.records, calls)
     artifacts.write_texts(phase.folder, calls)
     return AgentRun(phase=phase, result=result, log=log_, calls=calls)
+
+
+def _watch_agent(sampler: SystemSampler | None) -> Callable[[int], None]:
+    """What to do with the agent's pid once it runs: sample it with the servers."""
+
+    def watch(pid: int) -> None:
+        if sampler is not None:
+            sampler.watch("agent", pid)
+
+    return watch
 
 
 def _run_metrics(run: AgentRun) -> dict[str, float]:

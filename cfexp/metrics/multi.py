@@ -173,10 +173,11 @@ def multi_agent_metrics(
         m[prefix + "solo_ms"] = solo_ms[name]
         for label, phase in zip(solo_labels, phases, strict=False):
             m[f"{prefix}solo_{label}_ms"] = phase.duration_ms
-        if drifts[name] is not None:
-            m[prefix + "drift_pct"] = drifts[name]
+        drift = drifts[name]
+        if drift is not None:
+            m[prefix + "drift_pct"] = drift
         _phase_means(m, prefix, "solo", phases)
-        flag = is_contended(concurrent[name], phases, rule.threshold_pct + (drifts[name] or 0.0))
+        flag = is_contended(concurrent[name], phases, rule.threshold_pct + (drift or 0.0))
         m[prefix + "contended"] = float(flag)
         contended += flag
     m["contention_rate_pct"] = contended / count * 100
