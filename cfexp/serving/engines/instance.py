@@ -57,6 +57,12 @@ class InstanceGate:
         with self._condition:
             return self._loaded
 
+    @property
+    def users(self) -> int:
+        """Requests holding the instance: passed the gate, not finished yet."""
+        with self._condition:
+            return self._users
+
     @contextmanager
     def use(
         self, wanted: Config | None, default: Config, load: Callable[[Config], None]

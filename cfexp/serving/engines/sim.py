@@ -15,8 +15,9 @@ report the durations actually measured. Formulas (see docs/serving.md):
 - prefill: prompt tokens not in the slot's prefix cache * prefill per-token time
 - decode: one decode step per token; token i is sent at the end of step i; a
   reply that stops by itself takes one more step, its end-of-turn token's
-- batching: with k requests in prefill or decode on the instance, a prefill or
-  decode step takes ``x (1 + batch_slowdown * (k - 1))`` (k read at its start)
+- batching: with k requests holding the instance (past its load, not yet
+  finished), a prefill or decode step takes ``x (1 + batch_slowdown * (k - 1))``
+  (k read at the step's start)
 - drift: every duration ``x (1 + drift_per_s * model seconds since the start)``
 - jitter: log-normal with mean 1 and coefficient of variation ``jitter_cv``,
   drawn independently for the load, the prefill and every decode step
@@ -40,8 +41,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Generator, Iterator
-from contextlib import contextmanager
+from collections.abc import Generator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -152,10 +152,8 @@ class SimEngine:
         self._slots = [_Slot() for _ in range(settings.slots)]
         # One instance shared by every slot: nothing loaded until the first request.
         self._gate = InstanceGate()
-        self._lock = threading.Lock()  # guards _models, the request sequence and _active
+        self._lock = threading.Lock()  # guards _models and the request sequence
         self._sequence = itertools.count()
-        # Requests in prefill or decode on the instance (batch_slowdown's k).
-        self._active = 0
         # The origin of drift_per_s's model seconds.
         self._t_started_ns = time.monotonic_ns()
 
@@ -260,20 +258,13 @@ class SimEngine:
         return 1.0 + settings.drift_per_s * max(0.0, model_s)
 
     def _batch_factor(self) -> tuple[int, float]:
-        """(requests active on the instance, the step-time multiplier they cause)."""
-        with self._lock:
-            active = self._active
-        return active, 1.0 + self.settings.batch_slowdown * (active - 1)
+        """(requests active on the instance, the step-time multiplier they cause).
 
-    @contextmanager
-    def _activity(self) -> Iterator[None]:
-        with self._lock:
-            self._active += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._active -= 1
+        Active = holding the instance (counted when they pass the gate, so a
+        request that passed before another is seen by it at once).
+        """
+        active = max(1, self._gate.users)
+        return active, 1.0 + self.settings.batch_slowdown * (active - 1)
 
     def reply_length(self, num_predict: int | None, room: int) -> tuple[int, bool]:
         """(content tokens, whether the model then stops by itself with an end-of-turn token).
@@ -332,8 +323,7 @@ class SimEngine:
             if prepared.request.load_only:
                 yield load_only_stats(passage.load_ns, account.as_json())
                 return
-            with self._activity():
-                yield from self._generate(prepared, self._slots[slot], passage, rng, account)
+            yield from self._generate(prepared, self._slots[slot], passage, rng, account)
 
     def _generate(
         self,
