@@ -65,7 +65,9 @@ def _model_ns(seconds: float) -> int:
     return round(seconds * SCALE * 1e9)
 
 
-def _chat(client: httpx.Client, options: dict[str, Any], messages: list[dict[str, str]] = CHAT) -> dict[str, Any]:
+def _chat(
+    client: httpx.Client, options: dict[str, Any], messages: list[dict[str, str]] = CHAT
+) -> dict[str, Any]:
     response = client.post(
         "/api/chat", json={"model": SIM_MODEL, "messages": messages, "stream": False, "options": options}
     )
@@ -107,7 +109,10 @@ def test_ollama_final_object_counts_and_timings(server_factory: ServerFactory) -
 
     (record,) = [r for r in server.wait_ground_truth(3) if r["request_id"] == request_id]
     assert (record["prompt_eval_count"], record["eval_count"]) == (final["prompt_eval_count"], 7)
-    assert (record["prompt_n"], record["cache_n"]) == (final["timings"]["prompt_n"], final["timings"]["cache_n"])
+    assert (record["prompt_n"], record["cache_n"]) == (
+        final["timings"]["prompt_n"],
+        final["timings"]["cache_n"],
+    )
     assert record["done_reason"] == "stop" and record["prompt_truncated_tokens"] == 0
     assert record["eval_duration_ns"] == final["eval_duration"]
     sim = record["sim"]
@@ -153,11 +158,16 @@ def test_openai_timings_where_llama_server_puts_them(server_factory: ServerFacto
     # Whole replies: top-level timings, next to usage.
     assert whole["usage"]["completion_tokens"] == 7 and whole["choices"][0]["finish_reason"] == "stop"
     _check_timings(whole, whole["usage"]["prompt_tokens"], 7)
-    assert completion["choices"][0]["finish_reason"] == "length" and completion["usage"]["completion_tokens"] == 3
+    assert (
+        completion["choices"][0]["finish_reason"] == "length"
+        and completion["usage"]["completion_tokens"] == 3
+    )
     _check_timings(completion, completion["usage"]["prompt_tokens"], 3)
 
 
-def test_timings_off_the_final_messages_are_exactly_ollamas_and_openais(server_factory: ServerFactory) -> None:
+def test_timings_off_the_final_messages_are_exactly_ollamas_and_openais(
+    server_factory: ServerFactory,
+) -> None:
     server = server_factory("sim", {**SETTINGS, "timings": False})
     with httpx.Client(base_url=server.url, timeout=30) as client:
         ollama = _chat(client, {"num_predict": 20})
@@ -222,7 +232,11 @@ def test_repeated_prompt_counts_the_whole_prompt_and_shows_the_hit_in_timings(
     assert records[0]["sim"]["prefill_model_s"] == pytest.approx(prompt / 1000.0)
     assert records[1]["sim"]["prefill_model_s"] == pytest.approx(1 / 1000.0)
     assert first["prompt_eval_duration"] >= _model_ns(prompt / 1000.0) - ROUNDING_NS
-    assert openai["usage"]["prompt_tokens_details"]["cached_tokens"] == openai["timings"]["cache_n"] == prompt - 1
+    assert (
+        openai["usage"]["prompt_tokens_details"]["cached_tokens"]
+        == openai["timings"]["cache_n"]
+        == prompt - 1
+    )
 
 
 def _raw_prompt(tokens: int) -> str:

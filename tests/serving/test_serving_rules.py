@@ -44,7 +44,9 @@ from cfexp.serving.timings import final_extras, timings_body
         (40, 16, 4, Truncation(4, 8, 28)),
     ],
 )
-def test_truncation_rule(prompt: int, num_ctx: int, num_predict: int | None, expected: Truncation | None) -> None:
+def test_truncation_rule(
+    prompt: int, num_ctx: int, num_predict: int | None, expected: Truncation | None
+) -> None:
     plan = plan_truncation(prompt, num_ctx, num_predict)
     assert plan == expected
     if plan is not None:

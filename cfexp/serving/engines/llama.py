@@ -305,7 +305,8 @@ class LlamaEngine:
             if request.load_only:
                 yield load_only_stats(load_ns)
                 return
-            yield from self._generate(self._slots[slot_index].llama, prepared, passage.config[0], load_ns)
+            llm = self._slots[slot_index].llama
+            yield from self._generate(llm, prepared, passage.config[0], load_ns)
 
     def _generate(
         self, llm: _CountingLlama, prepared: PreparedGeneration, n_ctx: int, load_ns: int
