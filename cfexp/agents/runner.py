@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cfexp.agents.spec import Spec
 from cfexp.childproc import kill_group, launcher_path
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ def python_agent_command(runtime: str) -> AgentCommand:
 
 def run_agent(
     command: AgentCommand,
-    spec: dict[str, Any],
+    spec: Spec | dict[str, Any],
     job_dir: Path,
     timeout_s: float,
     watch: Callable[[], None] = lambda: None,
@@ -103,12 +104,17 @@ def run_agent(
 ) -> AgentProcessResult:
     """Run the agent to completion (or timeout) and measure it.
 
+    ``spec`` is written as the agent's ``agent_spec.json``: a :class:`Spec`
+    with :meth:`Spec.write`, a plain object as it is (tests give stand-ins).
     ``on_spawn`` gets the pid of the started process (the launcher, whose
     child is the agent), e.g. for a system-metrics sampler.
     """
     job_dir.mkdir(parents=True, exist_ok=True)
     spec_path = job_dir / "agent_spec.json"
-    spec_path.write_text(json.dumps(spec, indent=2))
+    if isinstance(spec, Spec):
+        spec.write(spec_path)
+    else:
+        spec_path.write_text(json.dumps(spec, indent=2))
     records_path = job_dir / "records.raw.jsonl"
     usage_path = job_dir / "agent_rusage.json"
     usage_path.unlink(missing_ok=True)
