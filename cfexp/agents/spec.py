@@ -32,9 +32,13 @@ def nonce_text(salt: str, agent: str, call_index: int) -> str:
     """The cache-defeating prefix of a call's first message (docs/record-schema.md §5).
 
     Unique per agent process (the harness draws ``salt`` afresh for each), agent
-    and call, so no measured prompt shares a prefix with any earlier one.
+    and call, so no measured prompt shares a prefix with any earlier one. A
+    plain sentence: of the forms measured, the one the embedded Gemma 3 270M
+    copies into its reply least often (benchmarks/nonce_echo.py,
+    docs/benchmarks.md "Prompt cache and the nonce"). The Rust agent's
+    ``spec::nonce_text`` is identical.
     """
-    return f"[{salt}-{agent.removeprefix('agent_')}-{call_index}]\n"
+    return f"Request {salt}-{agent.removeprefix('agent_')}-{call_index}.\n"
 
 
 @dataclass(frozen=True)

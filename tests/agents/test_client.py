@@ -221,7 +221,7 @@ def test_ollama_final_object_timings_and_truncation() -> None:
 
 
 def test_the_nonce_is_recorded_as_sent() -> None:
-    nonce = "[3f9a0c71d2be-0-1]\n"
+    nonce = "Request 3f9a0c71d2be-0-1.\n"
     messages = [{"role": "system", "content": nonce + "Be brief."}, {"role": "user", "content": "Go."}]
     sent: list[dict[str, Any]] = []
 

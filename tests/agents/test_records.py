@@ -86,7 +86,7 @@ def test_writer_and_reader_round_trip_typed_records(tmp_path: Path) -> None:
     path = tmp_path / "records.jsonl"
     call = _call_record(
         options={"num_ctx": 512, "temperature": 0.8},
-        prompt_nonce="[3f9a0c71d2be-0-0]\n",
+        prompt_nonce="Request 3f9a0c71d2be-0-0.\n",
         server_timings_prompt_n=14,
         server_timings_prompt_ms=35.125,
         text="café",
@@ -108,7 +108,7 @@ def test_writer_and_reader_round_trip_typed_records(tmp_path: Path) -> None:
     assert log.calls == [call] and log.ready == written[0] and log.done == written[-1]
     read_call = log.calls[0]
     assert read_call.error_kind is ErrorKind.TIMEOUT
-    assert read_call.prompt_nonce == "[3f9a0c71d2be-0-0]\n"
+    assert read_call.prompt_nonce == "Request 3f9a0c71d2be-0-0.\n"
     assert log.of_kind(AgentRecord)[0].error_kind is ErrorKind.TIMEOUT
 
 

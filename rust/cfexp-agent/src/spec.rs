@@ -26,11 +26,13 @@ pub const PYTHON_RUNTIMES: [&str; 2] = ["asyncio", "uvloop"];
 /// The cache-defeating prefix of a call's first message
 /// (docs/record-schema.md, section 5): unique per agent process (the
 /// harness draws `salt` afresh for each), agent and call, so no measured
-/// prompt shares its first tokens with an earlier one. Identical to
+/// prompt shares its first tokens with an earlier one. A plain sentence: of
+/// the forms measured, the one the embedded Gemma 3 270M copies into its
+/// reply least often (`benchmarks/nonce_echo.py`). Identical to
 /// `cfexp.agents.spec.nonce_text`.
 pub fn nonce_text(salt: &str, agent: &str, call_index: u32) -> String {
     let agent = agent.strip_prefix("agent_").unwrap_or(agent);
-    format!("[{salt}-{agent}-{call_index}]\n")
+    format!("Request {salt}-{agent}-{call_index}.\n")
 }
 
 /// Model options an agent may send (Ollama names); anything else is a spec
@@ -465,8 +467,8 @@ mod tests {
 
     #[test]
     fn nonce_text_names_salt_agent_and_call() {
-        assert_eq!(nonce_text("a1b2", "agent_3", 1), "[a1b2-3-1]\n");
-        assert_eq!(nonce_text("a1b2", "solo", 0), "[a1b2-solo-0]\n");
+        assert_eq!(nonce_text("a1b2", "agent_3", 1), "Request a1b2-3-1.\n");
+        assert_eq!(nonce_text("a1b2", "solo", 0), "Request a1b2-solo-0.\n");
     }
 
     #[test]
