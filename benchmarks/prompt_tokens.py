@@ -11,8 +11,9 @@ the Rust one) and tokenizes them with the GGUF model's own vocabulary.
 - Findings and recommendations are at their maximum size: ``MAX_ITEMS``
   items of ``MAX_ITEM_CHARS`` characters each, once as prose with few
   numbers and once number-dense (digits are the expensive part).
-- ``defeat_prompt_cache`` is off (the default). The last column adds the
-  nonce with a 32-hex-digit ``run_id`` for comparison.
+- Without the nonce (``prompt_cache=allow``); the last column adds the nonce
+  of ``prompt_cache=defeat`` (:func:`cfexp.agents.spec.nonce_text`, with a
+  12-hex-digit salt).
 - Tokens include the Gemma chat template: ``<bos>``,
   ``<start_of_turn>user\\n{system}\\n\\n{user}<end_of_turn>\\n<start_of_turn>model\\n``
   (Gemma has no system role: the system text opens the user turn, as the
@@ -39,13 +40,13 @@ from cfexp.agents.python_agent.prompts import (  # noqa: E402
     build_messages,
     data_summary,
     format_items,
-    nonce,
 )
 from cfexp.agents.python_agent.workflow import read_corpus  # noqa: E402
+from cfexp.agents.spec import nonce_text  # noqa: E402
 
 DATA = REPO / "cfexp" / "data"
 BEGIN, END = "<!-- prompt-tokens:begin -->", "<!-- prompt-tokens:end -->"
-RUN_ID = "0123456789abcdef0123456789abcdef"  # the length of a uuid4().hex
+SALT = "0123456789ab"  # 12 hex digits, as the harness draws them
 
 # Items at the maximum size, in two densities: "prose" (a few numbers, what a
 # small model mostly writes) and "numeric" (numbers in every clause, the
@@ -131,7 +132,7 @@ def measure() -> list[dict[str, object]]:
                     values["recommendations"] = format_items(max_items(recommendations))
                     values["analysis"] = "## Key Findings\n" + values["findings"]
                 messages = build_messages(template, values)
-                with_nonce = build_messages(template, values, nonce(RUN_ID, "agent_0", 1))
+                with_nonce = build_messages(template, values, nonce_text(SALT, "agent_0", 1))
                 text = "".join(m["content"] for m in messages)
                 assert "{{" not in text, (step, name)
                 rows.append(

@@ -96,11 +96,13 @@ class CallRecord(_Record):
     prompt_chars: int
     # The cache-defeating prefix put before the first message; None = none.
     prompt_nonce: str | None
-    t_send_ns: int
+    # Field order is the line's key order, which the Rust agent writes alike
+    # (docs/record-schema.md section 3): the outcome, then the clock readings.
     success: bool = False
     error_kind: ErrorKind | None = None
     error: str | None = None
     http_status: int | None = None
+    t_send_ns: int = 0
     t_first_byte_ns: int | None = None
     t_first_token_ns: int | None = None
     t_last_token_ns: int | None = None
@@ -179,6 +181,8 @@ SERVER_MILLISECONDS = ("server_timings_prompt_ms", "server_timings_predicted_ms"
 # ---------------------------------------------------------------- typed reading
 
 _R = TypeVar("_R", ReadyRecord, IngestRecord, CallRecord, AgentRecord, DoneRecord)
+# Any record type, or a union of them (what RECORD_TYPES maps a kind to).
+_AnyRecord = TypeVar("_AnyRecord", bound=_Record)
 
 
 def _accepts(hint: Any, value: Any) -> bool:
@@ -200,7 +204,7 @@ def _accepts(hint: Any, value: Any) -> bool:
     return isinstance(value, base)
 
 
-def _decode(cls: type[Record], raw: dict[str, Any], where: str) -> Record:
+def _decode(cls: type[_AnyRecord], raw: dict[str, Any], where: str) -> _AnyRecord:
     """A record of type ``cls`` from its JSON object; AgentError when it does not fit the schema."""
     hints = get_type_hints(cls)
     known = {f.name for f in fields(cls)} | {"schema_version", "kind"}
@@ -214,12 +218,21 @@ def _decode(cls: type[Record], raw: dict[str, Any], where: str) -> Record:
                 raise AgentError(f"missing field {f.name!r} in a {cls.kind} record at {where}")
             continue
         value = raw[f.name]
-        if not _accepts(hints[f.name], value):
+        hint = hints[f.name]
+        if not _accepts(hint, value):
             raise AgentError(f"<{f.name}={value!r}> has the wrong type in a {cls.kind} record at {where}")
         if f.name == "error_kind" and value is not None:
             value = ErrorKind(value)
+        elif type(value) is int and _is_float(hint):
+            value = float(value)  # a float field holds a float, however the line spelled it
         values[f.name] = value
     return cls(**values)
+
+
+def _is_float(hint: Any) -> bool:
+    """``float`` or ``float | None``: a field whose JSON integers are read as floats."""
+    args = typing.get_args(hint) if typing.get_origin(hint) in (types.UnionType, typing.Union) else (hint,)
+    return float in args and int not in args
 
 
 def record_from_dict(raw: dict[str, Any], where: str = "?") -> Record:

@@ -99,7 +99,7 @@ def python_agent_command(runtime: str) -> AgentCommand:
 
 def run_agent(
     command: AgentCommand,
-    spec: Spec,
+    spec: Spec | dict[str, Any],
     job_dir: Path,
     timeout_s: float,
     watch: Callable[[], None] = lambda: None,
@@ -112,7 +112,10 @@ def run_agent(
     """
     job_dir.mkdir(parents=True, exist_ok=True)
     spec_path = job_dir / "agent_spec.json"
-    spec.write(spec_path)
+    if isinstance(spec, Spec):
+        spec.write(spec_path)
+    else:  # tests give stand-ins, e.g. a spec the agent must refuse
+        spec_path.write_text(json.dumps(spec, indent=2))
     records_path = job_dir / "records.raw.jsonl"
     usage_path = job_dir / "agent_rusage.json"
     usage_path.unlink(missing_ok=True)

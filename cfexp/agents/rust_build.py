@@ -21,11 +21,13 @@ from pathlib import Path
 
 from cfexp.agents.runner import AgentCommand
 from cfexp.errors import BuildError
+from cfexp.vocab import RUST_RUNTIMES
 
 log = logging.getLogger(__name__)
 
 RUST_DIR = Path(__file__).resolve().parents[2] / "rust"
-RUNTIMES = ("tokio", "tokio_localset", "smol", "smol_1kb", "async_std")
+# One binary (and cargo feature) per Rust runtime of cfexp/vocab.py.
+RUNTIMES = tuple(r.value for r in RUST_RUNTIMES)
 PROFILE = "release"
 
 

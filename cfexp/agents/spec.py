@@ -32,9 +32,13 @@ def nonce_text(salt: str, agent: str, call_index: int) -> str:
     """The cache-defeating prefix of a call's first message (docs/record-schema.md §5).
 
     Unique per agent process (the harness draws ``salt`` afresh for each), agent
-    and call, so no measured prompt shares a prefix with any earlier one.
+    and call, so no measured prompt shares a prefix with any earlier one. A
+    plain sentence: of the forms measured, the one the embedded Gemma 3 270M
+    copies into its reply least often (benchmarks/nonce_echo.py,
+    docs/benchmarks.md "Prompt cache and the nonce"). The Rust agent's
+    ``spec::nonce_text`` is identical.
     """
-    return f"[{salt}-{agent.removeprefix('agent_')}-{call_index}]\n"
+    return f"Request {salt}-{agent.removeprefix('agent_')}-{call_index}.\n"
 
 
 @dataclass(frozen=True)
@@ -124,8 +128,12 @@ class _SpecReader:
         if runtime is not None and runtime not in python_runtimes:
             raise ConfigError(f"<runtime={runtime!r}> must be one of {', '.join(python_runtimes)} or null")
         cache_nonce = self._get(raw, "cache_nonce", (str, type(None)), "spec")
-        if cache_nonce is not None and (not cache_nonce or not cache_nonce.isalnum()):
-            raise ConfigError(f"<cache_nonce={cache_nonce!r}> must be null or a non-empty alphanumeric salt")
+        # ASCII only: str.isalnum() alone takes any script's letters and digits
+        # (and Rust's is_alphanumeric differs from it beyond ASCII).
+        if cache_nonce is not None and not (cache_nonce.isascii() and cache_nonce.isalnum()):
+            raise ConfigError(
+                f"<cache_nonce={cache_nonce!r}> must be null or a non-empty ASCII alphanumeric salt"
+            )
         agents_raw = raw.get("agents")
         if not isinstance(agents_raw, list) or not agents_raw:
             raise ConfigError("<agents> must be a non-empty list of agent objects")

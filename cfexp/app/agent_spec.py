@@ -93,7 +93,7 @@ def build_spec(
         data_dir=str(DATA_DIR),
         num_predict=cfg.num_predict,
         call_timeout_s=cfg.timeouts.call_s,
-        cache_nonce=secrets.token_hex(4) if cfg.prompt_cache == PromptCache.defeat else None,
+        cache_nonce=secrets.token_hex(6) if cfg.prompt_cache == PromptCache.defeat else None,
         agents=tuple(
             AgentSpec(
                 name=f"agent_{i}",

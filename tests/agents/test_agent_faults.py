@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from cfexp.agents import rust_build
-from cfexp.agents.records import read_records
+from cfexp.agents.records import AgentRecord, read_records
+from cfexp.agents.spec import SCHEMA_VERSION
 from tests.serving.serving_helpers import SIM_MODEL, Server, start_server
 
 pytestmark = pytest.mark.slow
@@ -62,13 +63,13 @@ def start_faulty_server(fault: str, directory: Path) -> Server:
 
 def spec_for(base_url: str, api: str) -> dict[str, Any]:
     return {
-        "schema_version": 1,
+        "schema_version": SCHEMA_VERSION,
         "run_id": "run-faults",
         "scenario": "multi_agent",
         "data_dir": str(REPO / "cfexp" / "data"),
         "num_predict": 8,
         "call_timeout_s": CALL_TIMEOUT_S,
-        "defeat_prompt_cache": False,
+        "cache_nonce": None,
         "agents": [
             {"name": f"agent_{i}", "persona": persona, "base_url": base_url, "api": api, "model": SIM_MODEL,
              "options": None, "instance": 0, "api_key": None}
@@ -96,17 +97,15 @@ def test_a_faulty_call_is_recorded_and_the_other_agent_goes_on(fault: str, agent
     assert done.returncode == 1, done.stderr[-2000:]  # a call failed; the records are complete
     log = read_records(out)
     assert not log.truncated
-    kinds = [r["kind"] for r in log.records]
+    kinds = [r.kind for r in log.records]
     assert kinds[0] == "ready" and kinds[-1] == "done"
-    calls = [r for r in log.records if r["kind"] == "call"]
-    (bad,) = [c for c in calls if not c["success"]]
-    assert bad["error_kind"] == error_kind and bad["error"], bad
+    (bad,) = [c for c in log.calls if not c.success]
+    assert bad.error_kind == error_kind and bad.error, bad
     if error_kind == "http_status":
-        assert bad["http_status"] == FAULTS[fault][0]["fail_status"]
+        assert bad.http_status == FAULTS[fault][0]["fail_status"]
     if fault == "hang_after_2":  # the two chunks sent before the silence are kept
-        assert bad["content_chunks"] == 2 and bad["text"]
-    agents = [r for r in log.records if r["kind"] == "agent"]
-    outcomes = sorted((a["success"], a["error_kind"], a["calls"]) for a in agents)
+        assert bad.content_chunks == 2 and bad.text
+    outcomes = sorted((a.success, a.error_kind, a.calls) for a in log.of_kind(AgentRecord))
     assert outcomes == [(False, error_kind, 1), (True, None, 2)]
     # The server saw the fault it injected, and the other two requests served whole.
     assert sorted(r["outcome"] for r in ground_truth) == sorted(["ok", "ok", SERVER_OUTCOME[fault]])

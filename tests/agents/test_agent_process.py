@@ -18,8 +18,16 @@ from typing import Any
 
 import pytest
 
-from cfexp.agents.records import read_records
-from cfexp.metrics.calls import derive_call
+from cfexp.agents.records import (
+    AgentRecord,
+    CallRecord,
+    DoneRecord,
+    IngestRecord,
+    ReadyRecord,
+    Record,
+    read_records,
+)
+from cfexp.agents.spec import SCHEMA_VERSION, nonce_text
 from tests.agents.scripted_server import Reply, Script, ScriptedServer, ollama_reply, openai_reply
 
 pytestmark = pytest.mark.slow
@@ -32,6 +40,7 @@ ANALYSIS = (
 )
 REPORT = "# Report\n## Summary\nThroughput and latency are fine.\n"
 SECRET = "sk-very-secret-key"
+SALT = "3f9a0c71d2be"
 
 Start = Callable[[Script], ScriptedServer]
 
@@ -39,18 +48,23 @@ Start = Callable[[Script], ScriptedServer]
 @dataclass
 class AgentRun:
     exit_code: int
-    records: list[dict[str, Any]]
+    records: list[Record]
     stderr: str
     raw: str
 
     def kinds(self) -> list[str]:
-        return [r["kind"] for r in self.records]
+        return [r.kind for r in self.records]
 
-    def calls(self) -> list[dict[str, Any]]:
-        return [r for r in self.records if r["kind"] == "call"]
+    def calls(self) -> list[CallRecord]:
+        return [r for r in self.records if isinstance(r, CallRecord)]
 
-    def agents(self) -> dict[str, dict[str, Any]]:
-        return {r["agent"]: r for r in self.records if r["kind"] == "agent"}
+    def agents(self) -> dict[str, AgentRecord]:
+        return {r.agent: r for r in self.records if isinstance(r, AgentRecord)}
+
+    def done(self) -> DoneRecord:
+        done = self.records[-1]
+        assert isinstance(done, DoneRecord)
+        return done
 
 
 def make_spec(
@@ -58,13 +72,13 @@ def make_spec(
 ) -> dict[str, Any]:
     personas = ["DataCollector", "InsightAgent"] if agents > 1 else ["default"]
     return {
-        "schema_version": 1,
+        "schema_version": SCHEMA_VERSION,
         "run_id": "run-e2e",
         "scenario": scenario,
         "data_dir": str(DATA_DIR),
         "num_predict": 32,
         "call_timeout_s": 10,
-        "defeat_prompt_cache": True,
+        "cache_nonce": SALT,
         "agents": [
             {
                 "name": f"agent_{i}",
@@ -112,10 +126,11 @@ def assert_envelope(run: AgentRun) -> None:
     kinds = run.kinds()
     assert kinds[0] == "ready" and kinds[-1] == "done"
     assert kinds.count("ready") == 1 and kinds.count("done") == 1
-    assert all(r["schema_version"] == 1 and r["run_id"] == "run-e2e" for r in run.records)
+    assert all(r.run_id == "run-e2e" for r in run.records)
+    assert all(json.loads(line)["schema_version"] == 2 for line in run.raw.split("\n") if line)
     ready = run.records[0]
-    assert ready["language"] == "python"
-    assert all(c["t_send_ns"] > ready["t_ready_ns"] for c in run.calls())
+    assert isinstance(ready, ReadyRecord) and ready.language == "python"
+    assert all(c.t_send_ns > ready.t_ready_ns for c in run.calls())
 
 
 def test_single_inference(tmp_path: Path, scripted_server: Start) -> None:
@@ -127,29 +142,26 @@ def test_single_inference(tmp_path: Path, scripted_server: Start) -> None:
     assert_envelope(run)
     assert run.kinds() == ["ready", "call", "agent", "done"]
     call = run.calls()[0]
-    assert call["success"] and call["step"] == "single_inference"
-    assert call["text"] == "Memory bandwidth limits decode."
-    assert (call["output_tokens"], call["content_chunks"], call["server_prompt_eval_count"]) == (
-        4,
-        4,
-        50,
-    )
-    assert call["options"] == {"num_ctx": 512, "temperature": 0.8, "num_predict": 32}
-    derived = derive_call(call)
-    ttft_ms = derived["ttft_ms"]
-    assert ttft_ms is not None and ttft_ms > 0 and derived["tpot_ms"] is not None
-    assert run.records[-1]["success"] is True
-    # The nonce starts the first message of the call.
+    assert call.success and call.step == "single_inference"
+    assert call.text == "Memory bandwidth limits decode."
+    assert (call.server_eval_count, call.content_chunks, call.server_prompt_eval_count) == (4, 4, 50)
+    assert call.options == {"num_ctx": 512, "temperature": 0.8, "num_predict": 32}
+    assert call.t_first_token_ns is not None and call.t_last_token_ns is not None
+    assert call.t_send_ns < call.t_first_token_ns < call.t_last_token_ns <= call.t_end_ns
+    assert run.done().success is True
+    # The nonce starts the first message of the call, and the record says which.
     sent = server.requests[0]
     assert sent.path == "/api/chat"
-    assert sent.body["messages"][0]["content"].startswith("[cfexp run-e2e/agent_0/0]\n")
-    assert call["prompt_chars"] == sum(len(m["content"]) for m in sent.body["messages"])
+    nonce = nonce_text(SALT, "agent_0", 0)
+    assert sent.body["messages"][0]["content"].startswith(nonce)
+    assert call.prompt_nonce == nonce
+    assert call.prompt_chars == sum(len(m["content"]) for m in sent.body["messages"])
 
 
 def test_single_agent_openai(tmp_path: Path, scripted_server: Start) -> None:
     def script(path: str, body: dict[str, Any]) -> Reply:
         first = body["messages"][0]["content"]
-        return openai_reply(ANALYSIS if "/0]" in first.split("\n")[0] else REPORT)
+        return openai_reply(ANALYSIS if first.startswith(nonce_text(SALT, "agent_0", 0)) else REPORT)
 
     server = scripted_server(script)
     run = run_agent(tmp_path, make_spec("single_agent", server.base_url, api="openai"))
@@ -157,23 +169,27 @@ def test_single_agent_openai(tmp_path: Path, scripted_server: Start) -> None:
     assert_envelope(run)
     assert run.kinds() == ["ready", "ingest", "call", "call", "agent", "done"]
     ingest = run.records[1]
-    assert (ingest["files"], ingest["files_by_type"]) == (20, {"csv": 2, "json": 11, "md": 7})
+    assert isinstance(ingest, IngestRecord)
+    assert (ingest.files, ingest.files_by_type) == (20, {"csv": 2, "json": 11, "md": 7})
     analysis, report = run.calls()
-    assert (analysis["step"], analysis["call_index"], report["step"], report["call_index"]) == (
+    assert (analysis.step, analysis.call_index, report.step, report.call_index) == (
         "analysis", 0, "report", 1
     )  # fmt: skip
-    assert analysis["output_tokens"] == 4 and analysis["finish_reason"] == "stop"
+    assert analysis.server_completion_tokens == 4 and analysis.finish_reason == "stop"
+    assert (analysis.prompt_nonce, report.prompt_nonce) == (
+        nonce_text(SALT, "agent_0", 0), nonce_text(SALT, "agent_0", 1)
+    )  # fmt: skip
     agent = run.agents()["agent_0"]
-    assert agent["findings"] == ["Full offload doubles throughput.", "Context costs little."]
-    assert agent["recommendations"] == ["Use num_gpu 999."]
-    assert (agent["success"], agent["calls"]) == (True, 2)
+    assert agent.findings == ["Full offload doubles throughput.", "Context costs little."]
+    assert agent.recommendations == ["Use num_gpu 999."]
+    assert (agent.success, agent.calls) == (True, 2)
     # The analysis prompt carries the data summary; the report prompt the parsed items only.
     summary = (REPO / "tests/fixtures/workflow/data_summary.txt").read_text()
     analysis_prompt = "\n".join(m["content"] for m in server.requests[0].body["messages"])
     report_prompt = "\n".join(m["content"] for m in server.requests[1].body["messages"])
     assert summary in analysis_prompt and summary not in report_prompt
     assert "- Full offload doubles throughput." in report_prompt
-    assert report_prompt.startswith("[cfexp run-e2e/agent_0/1]\n")
+    assert report_prompt.startswith(nonce_text(SALT, "agent_0", 1))
     # The key is sent, and never written down.
     assert all(r.headers["Authorization"] == f"Bearer {SECRET}" for r in server.requests)
     assert server.requests[0].body["max_tokens"] == 32
@@ -189,13 +205,14 @@ def test_multi_agent_runs_agents_concurrently(tmp_path: Path, scripted_server: S
     assert run.exit_code == 0, run.stderr
     assert_envelope(run)
     assert run.kinds().count("ingest") == 2 and len(run.calls()) == 4
-    first = {c["agent"]: c for c in run.calls() if c["call_index"] == 0}
+    first = {c.agent: c for c in run.calls() if c.call_index == 0}
     a, b = first["agent_0"], first["agent_1"]
-    assert max(a["t_send_ns"], b["t_send_ns"]) < min(a["t_end_ns"], b["t_end_ns"]), (
-        "calls did not overlap"
-    )
+    assert max(a.t_send_ns, b.t_send_ns) < min(a.t_end_ns, b.t_end_ns), "calls did not overlap"
     assert server.max_active == 2
-    personas = {name: r["persona"] for name, r in run.agents().items()}
+    # Each agent's calls carry their own nonce: no two prompts start alike.
+    nonces = [c.prompt_nonce for c in run.calls()]
+    assert len(set(nonces)) == 4 and all(n is not None and SALT in n for n in nonces)
+    personas = {name: r.persona for name, r in run.agents().items()}
     assert personas == {"agent_0": "DataCollector", "agent_1": "InsightAgent"}
 
 
@@ -209,10 +226,10 @@ def test_one_failing_agent_does_not_stop_the_other(tmp_path: Path, scripted_serv
     run = run_agent(tmp_path, make_spec("multi_agent", server.base_url, agents=2))
     assert run.exit_code == 1
     agents = run.agents()
-    assert agents["agent_0"]["success"] and agents["agent_0"]["calls"] == 2
+    assert agents["agent_0"].success and agents["agent_0"].calls == 2
     bad = agents["agent_1"]
-    assert (bad["success"], bad["error_kind"], bad["calls"]) == (False, "http_status", 1)
-    assert run.records[-1] == {**run.records[-1], "kind": "done", "success": False}
+    assert (bad.success, bad.error_kind, bad.calls) == (False, "http_status", 1)
+    assert run.done().success is False
 
 
 @pytest.mark.parametrize(
@@ -243,13 +260,12 @@ def test_failing_server_gives_failed_call_records(
     # The workflow stops at the first failed call: no report call.
     assert run.kinds() == ["ready", "ingest", "call", "agent", "done"]
     call = run.calls()[0]
-    assert (call["success"], call["error_kind"]) == (False, error_kind)
-    assert call["error"]
-    assert all(v is None for v in derive_call(call).values())
+    assert (call.success, call.error_kind) == (False, error_kind)
+    assert call.error
     agent = run.agents()["agent_0"]
-    assert (agent["success"], agent["error_kind"]) == (False, error_kind)
+    assert (agent.success, agent.error_kind) == (False, error_kind)
     if error_kind == "http_status":
-        assert (call["http_status"], call["error"]) == (500, "internal error")
+        assert (call.http_status, call.error) == (500, "internal error")
 
 
 def test_connection_refused(tmp_path: Path) -> None:
@@ -259,11 +275,7 @@ def test_connection_refused(tmp_path: Path) -> None:
     run = run_agent(tmp_path, make_spec("single_inference", f"http://127.0.0.1:{port}"))
     assert run.exit_code == 1
     call = run.calls()[0]
-    assert (call["error_kind"], call["http_status"], call["t_first_byte_ns"]) == (
-        "connect",
-        None,
-        None,
-    )
+    assert (call.error_kind, call.http_status, call.t_first_byte_ns) == ("connect", None, None)
 
 
 def test_call_timeout(tmp_path: Path, scripted_server: Start) -> None:
@@ -271,22 +283,34 @@ def test_call_timeout(tmp_path: Path, scripted_server: Start) -> None:
     run = run_agent(tmp_path, make_spec("single_inference", server.base_url, call_timeout_s=0.5))
     assert run.exit_code == 1
     call = run.calls()[0]
-    assert call["error_kind"] == "timeout"
-    assert 0.5e9 <= call["t_end_ns"] - call["t_send_ns"] < 2.5e9
+    assert call.error_kind == "timeout"
+    assert 0.5e9 <= call.t_end_ns - call.t_send_ns < 2.5e9
 
 
 def test_uvloop_runtime(tmp_path: Path, scripted_server: Start) -> None:
     server = scripted_server(lambda path, body: ollama_reply("fast"))
     run = run_agent(tmp_path, make_spec("single_inference", server.base_url), "--runtime", "uvloop")
     assert run.exit_code == 0, run.stderr
-    assert run.records[0]["runtime"] == "uvloop"
+    assert isinstance(run.records[0], ReadyRecord) and run.records[0].runtime == "uvloop"
 
 
 def test_runtime_from_the_spec(tmp_path: Path, scripted_server: Start) -> None:
     server = scripted_server(lambda path, body: ollama_reply("fast"))
     run = run_agent(tmp_path, make_spec("single_inference", server.base_url, runtime="uvloop"))
     assert run.exit_code == 0, run.stderr
-    assert run.records[0]["runtime"] == "uvloop"
+    assert isinstance(run.records[0], ReadyRecord) and run.records[0].runtime == "uvloop"
+
+
+def test_without_a_salt_there_is_no_nonce(tmp_path: Path, scripted_server: Start) -> None:
+    server = scripted_server(lambda path, body: ollama_reply("fast"))
+    run = run_agent(tmp_path, make_spec("single_inference", server.base_url, cache_nonce=None))
+    assert run.exit_code == 0, run.stderr
+    (call,) = run.calls()
+    assert call.prompt_nonce is None
+    prompts = json.loads((DATA_DIR / "prompts.json").read_text())
+    assert server.requests[0].body["messages"] == [
+        {"role": "user", "content": prompts["single_inference"]["user"]}
+    ]
 
 
 @pytest.mark.parametrize(
@@ -296,6 +320,14 @@ def test_runtime_from_the_spec(tmp_path: Path, scripted_server: Start) -> None:
         (
             json.dumps({**make_spec("single_inference", "http://x"), "scenario": "chat"}),
             "scenario=chat",
+        ),
+        (
+            json.dumps({**make_spec("single_inference", "http://x"), "schema_version": 1}),
+            "schema_version=1",
+        ),
+        (
+            json.dumps({**make_spec("single_inference", "http://x"), "cache_nonce": "no-dash"}),
+            "cache_nonce='no-dash'",
         ),
         (
             json.dumps({**make_spec("single_inference", "http://x"), "data_dir": "/nonexistent"}),
@@ -316,7 +348,7 @@ def test_runtime_from_the_spec(tmp_path: Path, scripted_server: Start) -> None:
             "unknown persona",
         ),
     ],
-    ids=["json", "scenario", "data_dir", "persona"],
+    ids=["json", "scenario", "schema_version", "salt", "data_dir", "persona"],
 )
 def test_bad_spec_exits_2(tmp_path: Path, spec: str, message: str) -> None:
     run = run_agent(tmp_path, spec)

@@ -21,7 +21,9 @@ from cfexp.agents.python_agent.client import (
     request_headers,
     stream_call,
 )
-from cfexp.agents.records import AgentSpec, CallRecord, ErrorKind
+from cfexp.agents.records import CallRecord, ErrorKind
+from cfexp.agents.spec import AgentSpec
+from cfexp.vocab import Api
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "workflow"
 REQUESTS = json.loads((FIXTURES / "request_cases.json").read_text(encoding="utf-8"))
@@ -32,7 +34,7 @@ def _call(api: str = "ollama", timeout_s: float = 5.0, **agent: Any) -> CallRequ
         name="agent_0",
         persona="default",
         base_url="http://llm.test",
-        api=api,
+        api=Api(api),
         model=agent.pop("model", "m"),
         options=agent.pop("options", None),
         instance=0,
@@ -46,6 +48,7 @@ def _call(api: str = "ollama", timeout_s: float = 5.0, **agent: Any) -> CallRequ
         messages=agent.pop("messages", [{"role": "user", "content": "héllo"}]),
         num_predict=agent.pop("num_predict", 16),
         timeout_s=timeout_s,
+        prompt_nonce=agent.pop("prompt_nonce", None),
     )
 
 
@@ -64,6 +67,8 @@ def test_request_body(case: dict[str, Any]) -> None:
     assert wire.path == case["expected_path"]
     assert body == case["expected_body"]
     assert options == case["expected_options_recorded"]
+    # Sorted keys, as the Rust agent's map writes them: byte-identical records.
+    assert list(options) == sorted(options)
     assert request_headers(call.agent).get("Authorization") == case["expected_authorization"]
 
 
@@ -121,7 +126,8 @@ def assert_clock_order(record: CallRecord) -> None:
 def test_successful_call() -> None:
     record = run_call(streaming(ndjson("a", "b", "c"), delay_s=0.01), _call())
     assert record.success and record.error_kind is None
-    assert (record.text, record.content_chunks, record.output_tokens) == ("abc", 3, 3)
+    assert (record.text, record.content_chunks, record.server_eval_count) == ("abc", 3, 3)
+    assert record.prompt_nonce is None
     assert record.http_status == 200
     assert record.prompt_chars == len("héllo")
     assert record.options == {"num_predict": 16}
@@ -177,18 +183,66 @@ def test_stream_failures_come_from_the_parser() -> None:
     assert (record.error_kind, record.error) == (ErrorKind.STREAM_ERROR, "boom")
 
 
-def test_openai_stream_with_usage() -> None:
+def test_openai_stream_with_usage_and_llama_server_timings() -> None:
     events = [
         {"choices": [{"delta": {"content": "Hi"}, "finish_reason": None}]},
         {"choices": [{"delta": {}, "finish_reason": "stop"}]},
-        {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 1}},
+        {
+            "choices": [],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 1, "prompt_tokens_details": {"cached_tokens": 2}},
+            "timings": {"cache_n": 2, "prompt_n": 3, "prompt_ms": 1.25, "predicted_n": 1, "predicted_ms": 7},
+        },
     ]
     body = [f"data: {json.dumps(e)}\n\n".encode() for e in events] + [b"data: [DONE]\n\n"]
     record = run_call(streaming(body), _call("openai", api_key="sk-secret"))
     assert record.success
-    assert (record.output_tokens, record.server_prompt_tokens, record.finish_reason) == (
-        1,
-        5,
-        "stop",
-    )
+    assert (record.server_completion_tokens, record.server_prompt_tokens, record.finish_reason) == (1, 5, "stop")
+    assert (record.server_cached_tokens, record.server_timings_cache_n, record.server_timings_prompt_n) == (2, 2, 3)
+    assert (record.server_timings_prompt_ms, record.server_timings_predicted_ms) == (1.25, 7.0)
+    assert type(record.server_timings_predicted_ms) is float
+    assert (record.server_timings_predicted_n, record.server_prompt_truncated_tokens) == (1, None)
+    assert record.server_eval_count is None  # Ollama's counters stay null on the OpenAI API
     assert "sk-secret" not in json.dumps(record.to_dict())
+
+
+def test_ollama_final_object_timings_and_truncation() -> None:
+    final = {
+        "message": {"content": ""}, "done": True, "done_reason": "length", "eval_count": 1,
+        "prompt_eval_count": 448, "timings": {"prompt_n": 448, "cache_n": 0, "prompt_ms": 812.5},
+        "prompt_truncated_tokens": 37,
+    }  # fmt: skip
+    chunks = [b'{"message":{"content":"x"},"done":false}\n', json.dumps(final).encode() + b"\n"]
+    record = run_call(streaming(chunks), _call())
+    assert record.success and record.finish_reason == "length"
+    assert (record.server_prompt_eval_count, record.server_timings_prompt_n) == (448, 448)
+    assert (record.server_timings_cache_n, record.server_timings_prompt_ms) == (0, 812.5)
+    assert record.server_prompt_truncated_tokens == 37
+    assert record.server_timings_predicted_ms is None and record.server_cached_tokens is None
+
+
+def test_the_nonce_is_recorded_as_sent() -> None:
+    nonce = "Request 3f9a0c71d2be-0-1.\n"
+    messages = [{"role": "system", "content": nonce + "Be brief."}, {"role": "user", "content": "Go."}]
+    sent: list[dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content))
+        return httpx.Response(200, content=b"".join(ndjson("ok")))
+
+    record = run_call(handler, _call(messages=messages, prompt_nonce=nonce, call_index=1))
+    assert record.prompt_nonce == nonce
+    assert sent[0]["messages"][0]["content"].startswith(nonce)
+    assert record.prompt_chars == len(nonce) + len("Be brief.") + len("Go.")
+
+
+def test_timings_in_several_events_the_last_wins() -> None:
+    """llama-server with timings_per_token sends running timings in every chunk."""
+    events = [
+        {"choices": [{"delta": {"content": "a"}}], "timings": {"prompt_n": 3, "predicted_n": 1, "predicted_ms": 1.0}},
+        {"choices": [{"delta": {"content": "b"}}], "timings": {"prompt_n": 3, "predicted_n": 2, "predicted_ms": 2.5}},
+        {"choices": [], "timings": {"predicted_n": "2"}},  # not an integer: ignored, not a reset
+    ]
+    body = [f"data: {json.dumps(e)}\n\n".encode() for e in events] + [b"data: [DONE]\n\n"]
+    record = run_call(streaming(body), _call("openai"))
+    assert (record.server_timings_predicted_n, record.server_timings_predicted_ms) == (2, 2.5)
+    assert record.server_timings_prompt_n == 3

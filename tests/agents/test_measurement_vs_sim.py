@@ -21,13 +21,15 @@ from omegaconf import DictConfig
 
 from cfexp.agents.records import read_records
 from cfexp.agents.runner import python_agent_command, run_agent
-from cfexp.app.agent_spec import build_spec, instance_launch_options
+from cfexp.agents.spec import AgentSpec, Spec
+from cfexp.app.agent_spec import instance_launch_options
 from cfexp.config.validate import to_settings
-from cfexp.metrics.calls import derive_call
 from cfexp.servers.base import ServerInstance
 from cfexp.servers.pool import ServerPool, launch_specs
+from cfexp.vocab import Api, Scenario
 
 TOLERANCE_NS = 200_000_000
+DATA_DIR = Path(__file__).resolve().parents[2] / "cfexp" / "data"
 pytestmark = pytest.mark.slow
 
 
@@ -58,28 +60,35 @@ def test_ttft_and_token_counts_match_the_servers_ground_truth(
     sim: tuple[object, ServerInstance], tmp_path: Path
 ) -> None:
     cfg, instance = sim
-    spec = build_spec(cfg, [instance], run_id="measure")  # type: ignore[arg-type]
+    agent = AgentSpec(
+        name="agent_0", persona="default", base_url=instance.base_url, api=Api(instance.api),
+        model=cfg.model.name, options=None, instance=instance.index,  # type: ignore[attr-defined]
+    )  # fmt: skip
+    spec = Spec(
+        run_id="measure", scenario=Scenario.single_agent, data_dir=str(DATA_DIR), num_predict=20,
+        call_timeout_s=60.0, cache_nonce="c0ffee", agents=(agent,),
+    )  # fmt: skip
     result = run_agent(python_agent_command("asyncio"), spec, tmp_path / "job", timeout_s=120)
     assert result.exit_code == 0, result.stderr_tail()
-    calls = [r for r in read_records(result.records_path).records if r["kind"] == "call"]
+    calls = read_records(result.records_path).calls
     assert instance.ground_truth_path is not None
     truth = [json.loads(line) for line in instance.ground_truth_path.read_text().splitlines()]
     assert len(calls) == len(truth) == 2  # analysis, report: one request each, in order
 
     for call, served in zip(calls, truth, strict=True):
-        assert call["success"], call["error"]
-        # Token counts: the server's, never the number of chunks.
-        assert call["output_tokens"] == served["eval_count"] == 20
-        assert call["server_prompt_eval_count"] == served["prompt_eval_count"]
-        assert call["content_chunks"] == len(served["chunk_sent_ns"])
+        assert call.success, call.error
+        # Token counts: the server's raw counters, never the number of chunks.
+        assert call.server_eval_count == served["eval_count"]
+        assert call.server_prompt_eval_count == served["prompt_eval_count"]
+        assert call.content_chunks == len(served["chunk_sent_ns"])
         # Causality, both ends of every reading.
-        assert call["t_send_ns"] <= served["t_received_ns"] <= call["t_send_ns"] + TOLERANCE_NS
-        for seen, sent in zip(call["chunk_times_ns"], served["chunk_sent_ns"], strict=True):
+        assert call.t_send_ns <= served["t_received_ns"] <= call.t_send_ns + TOLERANCE_NS
+        for seen, sent in zip(call.chunk_times_ns, served["chunk_sent_ns"], strict=True):
             assert sent <= seen <= sent + TOLERANCE_NS
         # TTFT as the client measured it vs as the server lived it.
-        derived = derive_call(call)
+        assert call.t_first_token_ns is not None
+        client_ttft_ms = (call.t_first_token_ns - call.t_send_ns) / 1e6
         server_ttft_ms = (served["t_first_chunk_sent_ns"] - served["t_received_ns"]) / 1e6
-        assert derived["ttft_ms"] is not None
         assert server_ttft_ms >= 600  # the simulated prefill really happened
-        assert 0 <= derived["ttft_ms"] - server_ttft_ms <= 2 * TOLERANCE_NS / 1e6
-        assert derived["ttft_ms"] < 2 * server_ttft_ms
+        assert 0 <= client_ttft_ms - server_ttft_ms <= 2 * TOLERANCE_NS / 1e6
+        assert client_ttft_ms < 2 * server_ttft_ms

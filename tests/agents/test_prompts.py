@@ -17,11 +17,11 @@ from cfexp.agents.python_agent.prompts import (
     build_messages,
     data_summary,
     format_items,
-    nonce,
     parse_analysis,
     render,
 )
 from cfexp.agents.python_agent.workflow import read_corpus
+from cfexp.agents.spec import nonce_text
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "workflow"
@@ -52,7 +52,7 @@ def _values(raw: dict[str, Any]) -> dict[str, str]:
 
 @pytest.mark.parametrize("case", RENDER, ids=[c["description"][:40] for c in RENDER])
 def test_render_messages(case: dict[str, Any]) -> None:
-    prefix = nonce(**case["nonce"]) if case["nonce"] else ""
+    prefix = nonce_text(**case["nonce"]) if case["nonce"] else ""
     messages = build_messages(PromptTemplate(**case["prompt"]), _values(case["values"]), prefix)
     assert messages == case["expected_messages"]
     assert sum(len(m["content"]) for m in messages) == case["expected_prompt_chars"]

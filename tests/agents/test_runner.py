@@ -38,8 +38,8 @@ def fake_agent(sleep_s: float) -> AgentCommand:
 def test_rusage_and_startup_are_measured_from_outside(tmp_path: Path) -> None:
     result = run_agent(fake_agent(0.0), {"run_id": "r"}, tmp_path, timeout_s=60)
     assert result.exit_code == 0 and not result.timed_out
-    assert result.peak_rss_mb >= 80  # the kernel saw the 80 MB block
-    assert result.cpu_ms >= 150  # ~200 ms of busy loop
+    assert result.peak_rss_mb is not None and result.peak_rss_mb >= 80  # the kernel saw the 80 MB block
+    assert result.cpu_ms is not None and result.cpu_ms >= 150  # ~200 ms of busy loop
     ready = json.loads(result.records_path.read_text().splitlines()[0])
     startup_ns = ready["t_ready_ns"] - result.t_spawn_ns
     assert 0 < startup_ns < (result.t_exit_ns - result.t_spawn_ns)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from cfexp.agents.python_agent.stream import Failure, StreamSummary, new_parser
-from cfexp.agents.records import SERVER_COUNTERS, ErrorKind
+from cfexp.agents.records import SERVER_COUNTERS, SERVER_MILLISECONDS, ErrorKind
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "streams"
 FILES = sorted(FIXTURES.glob("*.json"))
@@ -47,9 +47,8 @@ def parse(api: str, chunks: list[bytes]) -> dict[str, Any]:
         "text": summary.text,
         "content_chunks": len(summary.chunk_times_ns),
         "content_chunk_indices": summary.chunk_times_ns,
-        "output_tokens": counters.get("output_tokens"),
         "finish_reason": counters.get("finish_reason"),
-        **{name: counters.get(name) for name in SERVER_COUNTERS},
+        **{name: counters.get(name) for name in (*SERVER_COUNTERS, *SERVER_MILLISECONDS)},
     }
 
 
@@ -74,6 +73,9 @@ def test_stream_fixture(path: Path) -> None:
     # Every server counter is listed in every fixture, so none is checked by omission.
     assert set(expected) == set(got), "fixture must list exactly the compared fields"
     assert got == expected, fixture["description"]
+    # Counters are ints, millisecond readings floats (a JSON 600 is recorded as 600.0).
+    assert all(type(got[name]) in (int, type(None)) for name in SERVER_COUNTERS)
+    assert all(type(got[name]) in (float, type(None)) for name in SERVER_MILLISECONDS)
 
 
 @pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])

@@ -23,7 +23,8 @@ from typing import Any
 import httpx
 
 from cfexp.agents.python_agent.stream import StreamSummary, new_parser
-from cfexp.agents.records import SERVER_COUNTERS, AgentSpec, CallRecord, ErrorKind
+from cfexp.agents.records import SERVER_COUNTERS, SERVER_MILLISECONDS, CallRecord, ErrorKind
+from cfexp.agents.spec import AgentSpec
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ class CallRequest:
     messages: list[dict[str, str]]
     num_predict: int
     timeout_s: float
+    # The cache-defeating prefix that starts messages[0], or None.
+    prompt_nonce: str | None = None
 
 
 # ------------------------------------------------------------- request bodies
@@ -52,7 +55,7 @@ class CallRequest:
 def ollama_body(call: CallRequest) -> tuple[dict[str, Any], dict[str, Any]]:
     """(request body, model options as sent) for ``POST /api/chat``."""
     # num_predict is a budget, not a tuning option: sent even for the baseline.
-    options = {**(call.agent.options or {}), "num_predict": call.num_predict}
+    options = _sorted({**(call.agent.options or {}), "num_predict": call.num_predict})
     body = {
         "model": call.agent.model,
         "messages": call.messages,
@@ -72,6 +75,7 @@ def openai_body(call: CallRequest) -> tuple[dict[str, Any], dict[str, Any]]:
     given = call.agent.options or {}
     options: dict[str, Any] = {"max_tokens": call.num_predict}
     options.update((key, given[key]) for key in _OPENAI_OPTIONS if key in given)
+    options = _sorted(options)
     body = {
         "model": call.agent.model,
         "messages": call.messages,
@@ -80,6 +84,11 @@ def openai_body(call: CallRequest) -> tuple[dict[str, Any], dict[str, Any]]:
         **options,
     }
     return body, options
+
+
+def _sorted(options: dict[str, Any]) -> dict[str, Any]:
+    """Keys in sorted order: the record's ``options`` is then byte-identical to the Rust agent's."""
+    return dict(sorted(options.items()))
 
 
 @dataclass(frozen=True)
@@ -161,6 +170,7 @@ async def stream_call(client: httpx.AsyncClient, call: CallRequest) -> CallRecor
         model=agent.model,
         options=options_sent,
         prompt_chars=sum(len(m["content"]) for m in call.messages),
+        prompt_nonce=call.prompt_nonce,
         t_send_ns=0,
     )
     summary = StreamSummary()
@@ -244,10 +254,11 @@ def _fill_stream_fields(record: CallRecord, summary: StreamSummary) -> None:
         record.t_last_token_ns = summary.chunk_times_ns[-1]
     record.text = summary.text
     counters = summary.counters
-    output_tokens = counters.get("output_tokens")
-    record.output_tokens = output_tokens if isinstance(output_tokens, int) else None
     finish_reason = counters.get("finish_reason")
     record.finish_reason = finish_reason if isinstance(finish_reason, str) else None
     for name in SERVER_COUNTERS:
         value = counters.get(name)
         setattr(record, name, value if isinstance(value, int) else None)
+    for name in SERVER_MILLISECONDS:
+        value = counters.get(name)
+        setattr(record, name, value if isinstance(value, float) else None)

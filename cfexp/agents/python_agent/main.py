@@ -25,8 +25,10 @@ from typing import Any
 from cfexp import __version__
 from cfexp.agents.python_agent.client import new_client, warm_up
 from cfexp.agents.python_agent.workflow import AgentData, RunContext, load_data, run_all
-from cfexp.agents.records import RUNTIMES, DoneRecord, ReadyRecord, RecordWriter, Spec
+from cfexp.agents.records import DoneRecord, ReadyRecord, RecordWriter
+from cfexp.agents.spec import Spec
 from cfexp.errors import ConfigError
+from cfexp.vocab import PYTHON_RUNTIMES, Language, Runtime
 
 log = logging.getLogger("cfexp.agents.python_agent")
 
@@ -45,7 +47,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", required=True, type=Path, help="records JSONL to write")
     parser.add_argument(
         "--runtime",
-        choices=RUNTIMES,
+        choices=[r.value for r in PYTHON_RUNTIMES],
         default=None,
         help="event loop (default: the spec's runtime field, else asyncio)",
     )
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = Spec.load(args.spec)
         data = load_data(spec)
-        runtime = args.runtime or spec.runtime or "asyncio"
+        runtime = Runtime(args.runtime or spec.runtime or Runtime.asyncio)
         runner = _loop_runner(runtime)
         writer = _open_writer(args.out)
     except ConfigError as exc:
@@ -96,9 +98,9 @@ def _open_writer(path: Path) -> RecordWriter:
         raise ConfigError(f"cannot write the records <out={path}>: {exc}") from exc
 
 
-def _loop_runner(runtime: str) -> LoopRunner:
+def _loop_runner(runtime: Runtime) -> LoopRunner:
     """``asyncio.run`` or ``uvloop.run``; uvloop is imported only when chosen."""
-    if runtime == "asyncio":
+    if runtime == Runtime.asyncio:
         return asyncio.run
     try:
         import uvloop
@@ -107,14 +109,14 @@ def _loop_runner(runtime: str) -> LoopRunner:
     return uvloop.run
 
 
-async def _run(spec: Spec, data: AgentData, writer: RecordWriter, runtime: str) -> bool:
+async def _run(spec: Spec, data: AgentData, writer: RecordWriter, runtime: Runtime) -> bool:
     async with new_client(spec.agents, spec.call_timeout_s) as client:
         await warm_up()
         # Spec, data files, HTTP client and event loop are ready; the first request is next.
         writer.write(
             ReadyRecord(
                 run_id=spec.run_id,
-                language="python",
+                language=Language.python,
                 runtime=runtime,
                 agent_version=__version__,
                 t_ready_ns=monotonic_ns(),

@@ -1,7 +1,8 @@
 """The workflow's text functions: pure, byte-for-byte as docs/agent-workflow.md says.
 
 - the data summary built from the ingested corpus,
-- rendering a prompt template (``{{name}}`` placeholders) and the nonce,
+- rendering a prompt template (``{{name}}`` placeholders), the nonce (its
+  text is :func:`cfexp.agents.spec.nonce_text`) put in front,
 - parsing the analysis reply into findings and recommendations.
 
 The Rust agent implements the same rules; tests/fixtures/workflow/ holds the
@@ -101,11 +102,6 @@ def render(template: str, values: dict[str, str]) -> str:
     a value is left as it is.
     """
     return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), template)
-
-
-def nonce(run_id: str, agent: str, call_index: int) -> str:
-    """The cache-defeating prefix of a call's first message."""
-    return f"[cfexp {run_id}/{agent}/{call_index}]\n"
 
 
 def build_messages(

@@ -7,7 +7,7 @@ in ``client.py`` is written once:
     parser.finish()    -> [Event, ...]   # the body ended
 
 Events: :class:`Content` (a non-empty piece of generated text), :class:`Counters`
-(the server's own counts, finish reason), :class:`End` (the final object /
+(the server's own counts and timings, finish reason), :class:`End` (the final object /
 ``[DONE]``), :class:`Failure` (the stream is unusable; parsing stops).
 :class:`StreamSummary` folds events into what a call record needs.
 
@@ -19,6 +19,7 @@ tests/fixtures/streams/ check them for this parser and for the Rust one.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -34,11 +35,16 @@ class Content:
     text: str
 
 
+# A server-reported value: a counter (int), a millisecond reading (float) or
+# the finish reason (str).
+Value = int | float | str
+
+
 @dataclass(frozen=True, slots=True)
 class Counters:
-    """Server-reported values; only those present in the message are set."""
+    """Server-reported values, by call-record field; only those present in the message are set."""
 
-    values: dict[str, int | str]
+    values: dict[str, Value]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,22 +70,100 @@ class StreamParser(Protocol):
     def finish(self) -> list[Event]: ...
 
 
+# What Rust's serde_json reads, so both agents take the same values from a line:
 def _reject_constant(name: str) -> Any:
     # Python's json accepts NaN/Infinity; RFC 8259 (and serde_json) do not.
     raise ValueError(f"invalid JSON constant {name}")
 
 
+def _parse_float(text: str) -> float:
+    # Python reads 1e400 as inf; serde_json refuses a number out of range.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number out of range: {text[:40]}")
+    return value
+
+
+def _parse_int(text: str) -> int | float:
+    # serde_json reads -0 as the float -0.0 (so it is no counter), and an
+    # integer beyond u64 as a float, refusing one beyond the float range.
+    if text == "-0":
+        return -0.0
+    if len(text) > 300 and not math.isfinite(float(text)):
+        raise ValueError(f"number out of range: {text[:40]}...")
+    return int(text)
+
+
 def _loads(text: str) -> Any:
-    return json.loads(text, parse_constant=_reject_constant)
+    value = json.loads(
+        text, parse_constant=_reject_constant, parse_float=_parse_float, parse_int=_parse_int
+    )
+    # Python's json lets a lone UTF-16 surrogate escape (\ud800) through as a
+    # code point no UTF-8 record can hold; serde_json refuses it. Checked only
+    # when the line has such an escape at all (a valid pair is fine).
+    if "\\ud" in text or "\\uD" in text:
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("lone surrogate in a \\u escape") from None
+    return value
 
 
 def _quote(text: str) -> str:
     return repr(text[:_MAX_QUOTE])
 
 
+_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
+
+
 def _int(value: Any) -> int | None:
-    # JSON integers only: not bools, not 12.0.
-    return value if type(value) is int else None
+    """A counter: a JSON integer (not a bool, not 12.0) that fits a signed 64-bit int."""
+    return value if type(value) is int and _I64_MIN <= value <= _I64_MAX else None
+
+
+def _number(value: Any) -> float | None:
+    """A millisecond reading: any JSON number (not a bool), as a float."""
+    return float(value) if type(value) in (int, float) else None
+
+
+def _object(obj: dict[str, Any], key: str) -> dict[str, Any] | None:
+    """``obj[key]`` when it is an object; None when absent or null; the wrong shape otherwise."""
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _ShapeError(f"{key!r} is not an object")
+    return value
+
+
+# llama.cpp's `timings` object (llama-server, cfexp's own servers): its fields
+# and the call-record field each fills, counters first.
+_TIMINGS_COUNTERS = (
+    ("prompt_n", "server_timings_prompt_n"),
+    ("cache_n", "server_timings_cache_n"),
+    ("predicted_n", "server_timings_predicted_n"),
+)
+_TIMINGS_MILLISECONDS = (
+    ("prompt_ms", "server_timings_prompt_ms"),
+    ("predicted_ms", "server_timings_predicted_ms"),
+)
+
+
+def _extensions(obj: dict[str, Any], values: dict[str, Value]) -> None:
+    """The fields both APIs may carry in their last message: ``timings`` and ``prompt_truncated_tokens``."""
+    timings = _object(obj, "timings")
+    if timings is not None:
+        for wire, name in _TIMINGS_COUNTERS:
+            number = _int(timings.get(wire))
+            if number is not None:
+                values[name] = number
+        for wire, name in _TIMINGS_MILLISECONDS:
+            ms = _number(timings.get(wire))
+            if ms is not None:
+                values[name] = ms
+    truncated = _int(obj.get("prompt_truncated_tokens"))
+    if truncated is not None:
+        values["server_prompt_truncated_tokens"] = truncated
 
 
 def _error_message(value: Any) -> str:
@@ -203,13 +287,12 @@ class OllamaParser(_LineParser):
             raise _ShapeError("'done' is not a boolean")
         events: list[Event] = [Content(content)] if content else []
         if done:
-            values: dict[str, int | str] = {}
+            values: dict[str, Value] = {}
             for wire, name in self._COUNTERS:
                 number = _int(obj.get(wire))
                 if number is not None:
                     values[name] = number
-            if "server_eval_count" in values:
-                values["output_tokens"] = values["server_eval_count"]
+            _extensions(obj, values)
             if isinstance(obj.get("done_reason"), str):
                 values["finish_reason"] = obj["done_reason"]
             events += [Counters(values), End()]
@@ -252,7 +335,7 @@ class OpenAIParser(_LineParser):
         if obj.get("error") is not None:
             return [Failure(ErrorKind.STREAM_ERROR, _error_message(obj["error"]))]
         events: list[Event] = []
-        values: dict[str, int | str] = {}
+        values: dict[str, Value] = {}
         choices = obj.get("choices")
         if choices is not None and not isinstance(choices, list):
             raise _ShapeError("'choices' is not a list")
@@ -273,19 +356,23 @@ class OpenAIParser(_LineParser):
                 events.append(Content(content))
             if isinstance(first.get("finish_reason"), str):
                 values["finish_reason"] = first["finish_reason"]
-        usage = obj.get("usage")
+        usage = _object(obj, "usage")
         if usage is not None:
-            if not isinstance(usage, dict):
-                raise _ShapeError("'usage' is not an object")
-            prompt, completion = (
-                _int(usage.get("prompt_tokens")),
-                _int(usage.get("completion_tokens")),
-            )
-            if prompt is not None:
-                values["server_prompt_tokens"] = prompt
-            if completion is not None:
-                values["server_completion_tokens"] = completion
-                values["output_tokens"] = completion
+            for wire, name in (
+                ("prompt_tokens", "server_prompt_tokens"),
+                ("completion_tokens", "server_completion_tokens"),
+            ):
+                number = _int(usage.get(wire))
+                if number is not None:
+                    values[name] = number
+            details = _object(usage, "prompt_tokens_details")
+            if details is not None:
+                cached = _int(details.get("cached_tokens"))
+                if cached is not None:
+                    values["server_cached_tokens"] = cached
+        # llama-server puts `timings` in its last event (the usage event when
+        # usage is asked for); read wherever it comes, the last one wins.
+        _extensions(obj, values)
         if values:
             events.append(Counters(values))
         return events
@@ -311,7 +398,7 @@ class StreamSummary:
 
     pieces: list[str] = field(default_factory=list)
     chunk_times_ns: list[int] = field(default_factory=list)
-    counters: dict[str, int | str] = field(default_factory=dict)
+    counters: dict[str, Value] = field(default_factory=dict)
     ended: bool = False
     failure: Failure | None = None
 

@@ -34,19 +34,12 @@ from cfexp.agents.python_agent.prompts import (
     build_messages,
     data_summary,
     format_items,
-    nonce,
     parse_analysis,
 )
-from cfexp.agents.records import (
-    STEPS,
-    AgentRecord,
-    AgentSpec,
-    CallRecord,
-    IngestRecord,
-    RecordWriter,
-    Spec,
-)
+from cfexp.agents.records import AgentRecord, CallRecord, IngestRecord, RecordWriter
+from cfexp.agents.spec import AgentSpec, Spec, nonce_text
 from cfexp.errors import ConfigError
+from cfexp.vocab import Scenario, Step
 
 
 @dataclass(frozen=True)
@@ -60,7 +53,7 @@ class Persona:
 class AgentData:
     """The data files, loaded once before ``ready``."""
 
-    prompts: dict[str, PromptTemplate]
+    prompts: dict[Step, PromptTemplate]
     personas: dict[str, Persona]
     corpus_dir: Path
 
@@ -73,7 +66,7 @@ def load_data(spec: Spec) -> AgentData:
     try:
         prompts = {
             step: PromptTemplate(system=prompts_raw[step]["system"], user=prompts_raw[step]["user"])
-            for step in STEPS
+            for step in Step
         }
         personas = {
             name: Persona(role=p["role"], instructions=p["instructions"])
@@ -91,7 +84,7 @@ def load_data(spec: Spec) -> AgentData:
                 f"personas.json has {', '.join(sorted(personas))}"
             )
     corpus_dir = data_dir / "corpus"
-    if not corpus_dir.is_dir() and spec.scenario != "single_inference":
+    if not corpus_dir.is_dir() and spec.scenario != Scenario.single_inference:
         raise ConfigError(f"no corpus folder <path={corpus_dir}>: data_dir must be cfexp/data")
     return AgentData(prompts=prompts, personas=personas, corpus_dir=corpus_dir)
 
@@ -167,18 +160,18 @@ async def run_agent(ctx: RunContext, agent: AgentSpec) -> bool:
     state = _AgentState(agent=agent, t_start_ns=monotonic_ns())
     persona = ctx.data.personas[agent.persona]
     values = {"persona_instructions": persona.instructions}
-    if ctx.spec.scenario == "single_inference":
-        await _call(ctx, state, "single_inference", values)
+    if ctx.spec.scenario == Scenario.single_inference:
+        await _call(ctx, state, Step.single_inference, values)
     else:
         values["data_summary"] = _ingest(ctx, agent)
-        analysis = await _call(ctx, state, "analysis", values)
+        analysis = await _call(ctx, state, Step.analysis, values)
         if analysis is not None:
             parsed = parse_analysis(analysis)
             state.findings, state.recommendations = parsed.findings, parsed.recommendations
             values["analysis"] = analysis
             values["findings"] = format_items(parsed.findings)
             values["recommendations"] = format_items(parsed.recommendations)
-            await _call(ctx, state, "report", values)
+            await _call(ctx, state, Step.report, values)
     failed = state.failed
     ctx.writer.write(
         AgentRecord(
@@ -220,20 +213,23 @@ def _ingest(ctx: RunContext, agent: AgentSpec) -> str:
 
 
 async def _call(
-    ctx: RunContext, state: _AgentState, step: str, values: dict[str, str]
+    ctx: RunContext, state: _AgentState, step: Step, values: dict[str, str]
 ) -> str | None:
     """One call; returns its text, or None (and marks the workflow failed) on failure."""
     spec, agent = ctx.spec, state.agent
     call_index = state.calls
-    prefix = nonce(spec.run_id, agent.name, call_index) if spec.defeat_prompt_cache else ""
+    nonce = None
+    if spec.cache_nonce is not None:
+        nonce = nonce_text(spec.cache_nonce, agent.name, call_index)
     request = CallRequest(
         run_id=spec.run_id,
         agent=agent,
         call_index=call_index,
         step=step,
-        messages=build_messages(ctx.data.prompts[step], values, prefix),
+        messages=build_messages(ctx.data.prompts[step], values, nonce or ""),
         num_predict=spec.num_predict,
         timeout_s=spec.call_timeout_s,
+        prompt_nonce=nonce,
     )
     record = await stream_call(ctx.client, request)
     state.calls += 1

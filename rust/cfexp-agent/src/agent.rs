@@ -17,11 +17,11 @@ use crate::http::HttpClient;
 use crate::hyper_client::HyperClient;
 use crate::records::{AgentRecord, DoneRecord, IngestRecord, ReadyRecord, Record, RecordWriter};
 use crate::runtime::Runtime;
-use crate::spec::{AgentSpec, Endpoint, Scenario, Spec};
+use crate::spec::{AgentSpec, Endpoint, Scenario, Spec, nonce_text};
 use crate::workflow::data::Data;
 use crate::workflow::ingest::{ingest, summary};
 use crate::workflow::parse::{Analysis, format_items, parse_analysis};
-use crate::workflow::render::{messages, nonce};
+use crate::workflow::render::messages;
 
 /// A runtime variant: its name in records, and how it reads bodies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,10 +251,8 @@ impl<R: Runtime, C: HttpClient> Flow<'_, R, C> {
     async fn call(&mut self, step: &str, vars: &[(&str, &str)]) -> Result<StepResult> {
         let job = self.job;
         let call_index = self.calls;
-        let nonce = job
-            .spec
-            .defeat_prompt_cache
-            .then(|| nonce(&job.spec.run_id, &self.agent.name, call_index));
+        let nonce = (job.spec.cache_nonce.as_deref())
+            .map(|salt| nonce_text(salt, &self.agent.name, call_index));
         let msgs = messages(job.data.prompt(step), vars, nonce.as_deref());
         let plan = CallPlan {
             agent: self.agent,
@@ -262,6 +260,7 @@ impl<R: Runtime, C: HttpClient> Flow<'_, R, C> {
             call_index,
             step,
             messages: &msgs,
+            prompt_nonce: nonce.as_deref(),
             num_predict: job.spec.num_predict,
             timeout: job.spec.call_timeout(),
             rebuffer_min_bytes: job.variant.rebuffer_min_bytes,

@@ -32,6 +32,8 @@ pub struct CallPlan<'a> {
     pub step: &'a str,
     /// The rendered messages (nonce included).
     pub messages: &'a [Message],
+    /// The cache-defeating prefix that starts `messages[0]`, if any.
+    pub prompt_nonce: Option<&'a str>,
     /// The generation cap.
     pub num_predict: u32,
     /// Connect + whole stream.
@@ -215,6 +217,7 @@ fn record(
         model: agent.model.clone(),
         options: Some(options_sent),
         prompt_chars: prompt_chars(plan.messages),
+        prompt_nonce: plan.prompt_nonce.map(str::to_owned),
         success: error_kind.is_none(),
         error_kind,
         error,
@@ -226,7 +229,6 @@ fn record(
         t_end_ns,
         content_chunks: data.chunk_times_ns.len() as u64,
         chunk_times_ns: data.chunk_times_ns,
-        output_tokens: data.output_tokens,
         server_load_duration_ns: data.server_load_duration_ns,
         server_prompt_eval_count: data.server_prompt_eval_count,
         server_prompt_eval_duration_ns: data.server_prompt_eval_duration_ns,
@@ -235,6 +237,13 @@ fn record(
         server_total_duration_ns: data.server_total_duration_ns,
         server_prompt_tokens: data.server_prompt_tokens,
         server_completion_tokens: data.server_completion_tokens,
+        server_cached_tokens: data.server_cached_tokens,
+        server_timings_prompt_n: data.server_timings_prompt_n,
+        server_timings_cache_n: data.server_timings_cache_n,
+        server_timings_prompt_ms: data.server_timings_prompt_ms,
+        server_timings_predicted_n: data.server_timings_predicted_n,
+        server_timings_predicted_ms: data.server_timings_predicted_ms,
+        server_prompt_truncated_tokens: data.server_prompt_truncated_tokens,
         finish_reason: data.finish_reason,
         text: data.text,
     }

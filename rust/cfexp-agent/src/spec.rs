@@ -1,9 +1,12 @@
-//! The spec: the harness's JSON description of one agent process's job
-//! (docs/record-schema.md, section 1).
+//! The agent contract's input: the spec the harness writes
+//! (docs/record-schema.md, section 1). The mirror of
+//! `cfexp/agents/spec.py`: the same fields, the same checks, the same
+//! [`SCHEMA_VERSION`] and the same [`nonce_text`].
 //!
 //! Parsing is two steps: serde reads the raw document, then [`Spec::validate`]
-//! checks everything serde cannot (schema version, agent count, URLs), so a
-//! bad spec fails before anything is sent, with exit status 2.
+//! checks everything serde cannot (schema version, agent count, URLs, the
+//! nonce salt), so a bad spec fails before anything is sent, with exit
+//! status 2.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -13,8 +16,24 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Kind, Result};
 
-/// The schema version this agent implements.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The version of the agent contract (spec and records) this agent implements.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// The Python agent's event loops: the only values `runtime` may take
+/// (a Rust agent's runtime is its binary, so it ignores the field).
+pub const PYTHON_RUNTIMES: [&str; 2] = ["asyncio", "uvloop"];
+
+/// The cache-defeating prefix of a call's first message
+/// (docs/record-schema.md, section 5): unique per agent process (the
+/// harness draws `salt` afresh for each), agent and call, so no measured
+/// prompt shares its first tokens with an earlier one. A plain sentence: of
+/// the forms measured, the one the embedded Gemma 3 270M copies into its
+/// reply least often (`benchmarks/nonce_echo.py`). Identical to
+/// `cfexp.agents.spec.nonce_text`.
+pub fn nonce_text(salt: &str, agent: &str, call_index: u32) -> String {
+    let agent = agent.strip_prefix("agent_").unwrap_or(agent);
+    format!("Request {salt}-{agent}-{call_index}.\n")
+}
 
 /// Model options an agent may send (Ollama names); anything else is a spec
 /// error, so a typo cannot silently become "server defaults".
@@ -28,7 +47,7 @@ pub const OPTION_KEYS: [&str; 7] = [
     "seed",
 ];
 
-/// What the agent process does.
+/// What the agent process does (`cfexp.vocab.Scenario`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Scenario {
@@ -41,6 +60,13 @@ pub enum Scenario {
 }
 
 impl Scenario {
+    /// Every scenario, in `cfexp/vocab.py`'s order.
+    pub const ALL: [Scenario; 3] = [
+        Scenario::SingleInference,
+        Scenario::SingleAgent,
+        Scenario::MultiAgent,
+    ];
+
     /// The name used in the spec.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -51,7 +77,7 @@ impl Scenario {
     }
 }
 
-/// Which wire protocol a server speaks.
+/// Which wire protocol a server speaks (`cfexp.vocab.Api`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Api {
@@ -62,6 +88,9 @@ pub enum Api {
 }
 
 impl Api {
+    /// Every API, in `cfexp/vocab.py`'s order.
+    pub const ALL: [Api; 2] = [Api::Ollama, Api::Openai];
+
     /// The name used in the spec and the records.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -137,11 +166,15 @@ pub struct Spec {
     pub num_predict: u32,
     /// Per-call timeout: connect + whole stream.
     pub call_timeout_s: f64,
-    /// Prefix every call's first message with a unique nonce.
-    pub defeat_prompt_cache: bool,
+    /// Salt of the cache-defeating nonce ([`nonce_text`]); `None` = no
+    /// nonce. Required, null allowed (`deserialize_with` makes serde insist
+    /// on the key, as the Python agent does).
+    #[serde(deserialize_with = "Option::deserialize")]
+    pub cache_nonce: Option<String>,
     /// One entry per concurrent agent.
     pub agents: Vec<AgentSpec>,
-    /// The Python agent's event loop (`asyncio`/`uvloop`); ignored here.
+    /// The Python agent's event loop (`asyncio`/`uvloop`): checked, then
+    /// ignored here.
     #[serde(default)]
     pub runtime: Option<String>,
 }
@@ -233,7 +266,9 @@ impl Spec {
         let mut spec: Spec = serde_json::from_str(text).map_err(|e| {
             Error::with_source(
                 Kind::Spec,
-                "the spec is not a valid schema-1 spec (see docs/record-schema.md)",
+                format!(
+                    "the spec is not a valid schema-{SCHEMA_VERSION} spec (see docs/record-schema.md)"
+                ),
                 e,
             )
         })?;
@@ -266,6 +301,21 @@ impl Spec {
             return bad(format!(
                 "<call_timeout_s={}> must be a positive number of seconds",
                 self.call_timeout_s
+            ));
+        }
+        let foreign_runtime =
+            (self.runtime.as_deref()).filter(|runtime| !PYTHON_RUNTIMES.contains(runtime));
+        if let Some(runtime) = foreign_runtime {
+            return bad(format!(
+                "<runtime={runtime:?}> must be one of {} or null",
+                PYTHON_RUNTIMES.join(", ")
+            ));
+        }
+        let bad_salt = (self.cache_nonce.as_deref())
+            .filter(|salt| salt.is_empty() || !salt.bytes().all(|b| b.is_ascii_alphanumeric()));
+        if let Some(salt) = bad_salt {
+            return bad(format!(
+                "<cache_nonce={salt:?}> must be null or a non-empty ASCII alphanumeric salt"
             ));
         }
         if self.agents.is_empty() {
@@ -321,7 +371,7 @@ mod tests {
         };
         let agents: Vec<String> = (0..=extra_agents).map(agent).collect();
         format!(
-            r#"{{"schema_version":1,"run_id":"r","scenario":"{scenario}","data_dir":"/d","num_predict":64,"call_timeout_s":5.0,"defeat_prompt_cache":false,"agents":[{}]}}"#,
+            r#"{{"schema_version":2,"run_id":"r","scenario":"{scenario}","data_dir":"/d","num_predict":64,"call_timeout_s":5.0,"cache_nonce":null,"agents":[{}]}}"#,
             agents.join(",")
         )
     }
@@ -343,7 +393,7 @@ mod tests {
     #[test]
     fn rejects_other_schema_versions_and_unknown_scenarios() {
         let text =
-            spec_json(0, "single_agent").replace("\"schema_version\":1", "\"schema_version\":2");
+            spec_json(0, "single_agent").replace("\"schema_version\":2", "\"schema_version\":1");
         assert_eq!(Spec::from_json(&text).unwrap_err().kind(), Kind::Spec);
         assert!(Spec::from_json(&spec_json(0, "dance")).is_err());
     }
@@ -376,6 +426,49 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn cache_nonce_is_required_and_an_ascii_alphanumeric_salt() {
+        let with = |value: &str| {
+            Spec::from_json(
+                &spec_json(0, "single_agent")
+                    .replace("\"cache_nonce\":null", &format!("\"cache_nonce\":{value}")),
+            )
+        };
+        assert_eq!(with("null").unwrap().cache_nonce, None);
+        assert_eq!(
+            with("\"a1b2c3\"").unwrap().cache_nonce.as_deref(),
+            Some("a1b2c3")
+        );
+        for bad in ["\"\"", "\"a-b\"", "\"é1\"", "\"a b\"", "true", "12"] {
+            assert_eq!(with(bad).unwrap_err().kind(), Kind::Spec, "{bad}");
+        }
+        let missing = spec_json(0, "single_agent").replace("\"cache_nonce\":null,", "");
+        let err = Spec::from_json(&missing).unwrap_err();
+        let why = std::error::Error::source(&err).map(ToString::to_string);
+        assert!(
+            why.as_deref().unwrap_or("").contains("cache_nonce"),
+            "{why:?}"
+        );
+    }
+
+    #[test]
+    fn runtime_must_be_a_python_runtime_or_null() {
+        let with = |value: &str| {
+            Spec::from_json(
+                &spec_json(0, "single_agent")
+                    .replace("\"run_id\"", &format!("\"runtime\":{value},\"run_id\"")),
+            )
+        };
+        assert!(with("\"asyncio\"").is_ok() && with("null").is_ok());
+        assert_eq!(with("\"tokio\"").unwrap_err().kind(), Kind::Spec);
+    }
+
+    #[test]
+    fn nonce_text_names_salt_agent_and_call() {
+        assert_eq!(nonce_text("a1b2", "agent_3", 1), "Request a1b2-3-1.\n");
+        assert_eq!(nonce_text("a1b2", "solo", 0), "Request a1b2-solo-0.\n");
     }
 
     #[test]

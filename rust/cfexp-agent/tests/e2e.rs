@@ -10,9 +10,10 @@ mod common;
 
 use std::time::Duration;
 
+use cfexp_agent::spec::nonce_text;
 use common::{
-    Behavior, Run, Server, TempDir, agent, make_data_dir, ollama_lines, openai_events, run_agent,
-    run_args, run_single, spec,
+    Behavior, CALL_FIELDS, Run, Server, TempDir, agent, keys_in_order, make_data_dir, ollama_lines,
+    openai_events, run_agent, run_args, run_single, spec,
 };
 use serde_json::{Value, json};
 
@@ -27,8 +28,16 @@ fn assert_well_formed(run: &Run, runtime: &str) {
     assert_eq!(run.of_kind("ready").len(), 1);
     assert_eq!(run.of_kind("done").len(), 1);
     for r in &run.records {
-        assert_eq!(r["schema_version"], 1);
+        assert_eq!(r["schema_version"], 2);
         assert_eq!(r["run_id"], "run-test");
+    }
+    // Every call record lists every field, in the documented order.
+    for (line, record) in run.raw_records.lines().zip(&run.records) {
+        let keys = keys_in_order(line);
+        assert_eq!(keys[..3], ["schema_version", "kind", "run_id"]);
+        if record["kind"] == "call" {
+            assert_eq!(keys[3..], CALL_FIELDS, "{line}");
+        }
     }
     let ready = run.of_kind("ready")[0];
     assert_eq!(ready["language"], "rust");
@@ -90,8 +99,16 @@ pub fn single_inference_ollama(bin: &str, runtime: &str) {
     assert_eq!(call["http_status"], 200);
     assert_eq!(call["text"], "Hello world");
     assert_eq!(call["content_chunks"], 3);
-    assert_eq!(call["output_tokens"], 4);
     assert_eq!(call["server_eval_count"], 4);
+    assert_eq!(call["prompt_nonce"], Value::Null);
+    // A real Ollama sends neither llama.cpp's timings nor truncation.
+    for field in [
+        "server_timings_prompt_n",
+        "server_timings_prompt_ms",
+        "server_prompt_truncated_tokens",
+    ] {
+        assert_eq!(call[field], Value::Null, "{field}");
+    }
     assert_eq!(call["server_load_duration_ns"], 100);
     assert_eq!(call["finish_reason"], "stop");
     assert_eq!(call["prompt_chars"], "Say hi.".len());
@@ -143,7 +160,7 @@ pub fn single_agent_openai(bin: &str, runtime: &str) {
     let mut a = agent(0, &server.base_url(), "openai");
     a["api_key"] = json!("sk-secret-key");
     let mut s = spec("single_agent", &data, vec![a]);
-    s["defeat_prompt_cache"] = json!(true);
+    s["cache_nonce"] = json!("f00d1e");
     let run = run_agent(bin, dir.path(), &s);
     assert_eq!(run.code, Some(0), "stderr:\n{}", run.stderr);
     assert_well_formed(&run, runtime);
@@ -177,9 +194,32 @@ pub fn single_agent_openai(bin: &str, runtime: &str) {
         (Some("report"), Some(1))
     );
     assert_eq!(c0["text"], analysis);
-    assert_eq!(c0["output_tokens"], 11);
     assert_eq!(c0["server_completion_tokens"], 11);
     assert_eq!(c0["server_prompt_tokens"], 9);
+    assert_eq!(c0["server_cached_tokens"], 2);
+    assert_eq!(
+        (
+            c0["server_timings_prompt_n"].clone(),
+            c0["server_timings_cache_n"].clone()
+        ),
+        (json!(7), json!(2))
+    );
+    assert_eq!(c0["server_timings_predicted_n"], 11);
+    assert_eq!(
+        (
+            c0["server_timings_prompt_ms"].as_f64(),
+            c0["server_timings_predicted_ms"].as_f64()
+        ),
+        (Some(3.5), Some(40.0))
+    );
+    // Milliseconds are floats, written as Python writes them.
+    assert!(
+        run.raw_records
+            .contains("\"server_timings_predicted_ms\":40.0,")
+    );
+    assert_eq!(c0["server_prompt_truncated_tokens"], Value::Null);
+    assert_eq!(c0["prompt_nonce"], nonce_text("f00d1e", "agent_0", 0));
+    assert_eq!(c1["prompt_nonce"], nonce_text("f00d1e", "agent_0", 1));
     assert_eq!(c0["finish_reason"], "stop");
     assert_eq!(c1["text"], "# Report\nDone.");
     assert_eq!(c0["options"]["max_tokens"], 32);
@@ -200,7 +240,10 @@ pub fn single_agent_openai(bin: &str, runtime: &str) {
     }
     let first = reqs[0].json();
     let sys = first["messages"][0]["content"].as_str().unwrap();
-    assert_eq!(sys, "[cfexp run-test/agent_0/0]\nSYS Be brief.");
+    assert_eq!(
+        sys,
+        format!("{}SYS Be brief.", nonce_text("f00d1e", "agent_0", 0))
+    );
     let user = first["messages"][1]["content"].as_str().unwrap();
     assert!(
         user.starts_with("DATA\nFiles analyzed: 3 (1 CSV, 1 JSON, 1 Markdown), 14 bytes."),
@@ -209,8 +252,15 @@ pub fn single_agent_openai(bin: &str, runtime: &str) {
     let report = reqs[1].json();
     assert_eq!(
         report["messages"][0]["content"],
-        "[cfexp run-test/agent_0/1]\nF\n- Latency is high\nR\n- Cache prompts"
+        format!(
+            "{}F\n- Latency is high\nR\n- Cache prompts",
+            nonce_text("f00d1e", "agent_0", 1)
+        )
     );
+    let sent: usize = (report["messages"].as_array().unwrap().iter())
+        .map(|m| m["content"].as_str().unwrap().chars().count())
+        .sum();
+    assert_eq!(c1["prompt_chars"], sent);
 }
 
 pub fn http_500(bin: &str, _runtime: &str) {
@@ -366,7 +416,7 @@ pub fn incomplete_and_empty_streams(bin: &str, runtime: &str) {
     );
     assert_well_formed(&run, runtime);
     let call = failed_call(&run, "empty_response");
-    assert_eq!(call["output_tokens"], 0);
+    assert_eq!(call["server_eval_count"], 0);
 }
 
 pub fn multi_agent_overlap(bin: &str, runtime: &str) {

@@ -6,11 +6,11 @@
 mod common;
 
 use cfexp_agent::request;
-use cfexp_agent::spec::Api;
+use cfexp_agent::spec::{Api, nonce_text};
 use cfexp_agent::workflow::data::{Data, PromptTemplate};
 use cfexp_agent::workflow::ingest::{ingest, summary};
 use cfexp_agent::workflow::parse::{format_items, parse_analysis};
-use cfexp_agent::workflow::render::{Message, messages, nonce, prompt_chars};
+use cfexp_agent::workflow::render::{Message, messages, prompt_chars};
 use serde_json::{Map, Value, json};
 
 fn cases(name: &str) -> Vec<Value> {
@@ -85,8 +85,8 @@ fn render_cases() {
             .collect();
         let nonce = match &case["nonce"] {
             Value::Null => None,
-            n => Some(nonce(
-                n["run_id"].as_str().unwrap(),
+            n => Some(nonce_text(
+                n["salt"].as_str().unwrap(),
                 n["agent"].as_str().unwrap(),
                 n["call_index"].as_u64().unwrap() as u32,
             )),

@@ -20,8 +20,12 @@
 //! - a body that ends before the final message is `incomplete_stream`; a
 //!   complete one without content is `empty_response`;
 //! - a content piece's time is the arrival of the chunk that completed its
-//!   line; counters are kept only when they are JSON integers, reasons only
-//!   when strings, and a later value replaces an earlier one.
+//!   line; counters are kept only when they are JSON integers (that fit an
+//!   `i64`), millisecond readings when JSON numbers, reasons only when
+//!   strings, and a later value replaces an earlier one;
+//! - besides each API's own counters, both read llama.cpp's `timings` object
+//!   and the extension field `prompt_truncated_tokens` (cfexp's servers) from
+//!   their last message ([`extensions`]).
 
 pub mod ndjson;
 pub mod sse;
@@ -48,6 +52,17 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
+    /// Every kind, in the order of `cfexp.agents.records.ErrorKind`.
+    pub const ALL: [FailureKind; 7] = [
+        FailureKind::Connect,
+        FailureKind::Timeout,
+        FailureKind::HttpStatus,
+        FailureKind::MalformedStream,
+        FailureKind::StreamError,
+        FailureKind::IncompleteStream,
+        FailureKind::EmptyResponse,
+    ];
+
     /// The `error_kind` string.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -81,15 +96,14 @@ impl Failure {
     }
 }
 
-/// Everything a stream carried, as the call record needs it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Everything a stream carried, as the call record needs it: the server's
+/// raw readings, no derived metric (`output_tokens` is `cfexp.metrics`'s).
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct StreamData {
     /// All content, concatenated.
     pub text: String,
     /// Arrival time of every chunk with non-empty content.
     pub chunk_times_ns: Vec<u64>,
-    /// Ollama `eval_count` or OpenAI `usage.completion_tokens`.
-    pub output_tokens: Option<i64>,
     /// Ollama `load_duration`.
     pub server_load_duration_ns: Option<i64>,
     /// Ollama `prompt_eval_count`.
@@ -106,6 +120,20 @@ pub struct StreamData {
     pub server_prompt_tokens: Option<i64>,
     /// OpenAI `usage.completion_tokens`.
     pub server_completion_tokens: Option<i64>,
+    /// OpenAI `usage.prompt_tokens_details.cached_tokens`.
+    pub server_cached_tokens: Option<i64>,
+    /// llama.cpp `timings.prompt_n`.
+    pub server_timings_prompt_n: Option<i64>,
+    /// llama.cpp `timings.cache_n`.
+    pub server_timings_cache_n: Option<i64>,
+    /// llama.cpp `timings.prompt_ms`.
+    pub server_timings_prompt_ms: Option<f64>,
+    /// llama.cpp `timings.predicted_n`.
+    pub server_timings_predicted_n: Option<i64>,
+    /// llama.cpp `timings.predicted_ms`.
+    pub server_timings_predicted_ms: Option<f64>,
+    /// The extension field `prompt_truncated_tokens`.
+    pub server_prompt_truncated_tokens: Option<i64>,
     /// Ollama `done_reason`, OpenAI `finish_reason`.
     pub finish_reason: Option<String>,
 }
@@ -116,6 +144,7 @@ pub struct StreamData {
 struct LineEvent {
     content: Option<String>,
     counters: Vec<(Counter, i64)>,
+    milliseconds: Vec<(Millis, f64)>,
     finish_reason: Option<String>,
     end: bool,
 }
@@ -123,7 +152,6 @@ struct LineEvent {
 /// The server counters a line may set.
 #[derive(Debug, Clone, Copy)]
 enum Counter {
-    OutputTokens,
     LoadDuration,
     PromptEvalCount,
     PromptEvalDuration,
@@ -132,6 +160,18 @@ enum Counter {
     TotalDuration,
     PromptTokens,
     CompletionTokens,
+    CachedTokens,
+    TimingsPromptN,
+    TimingsCacheN,
+    TimingsPredictedN,
+    PromptTruncatedTokens,
+}
+
+/// The server's millisecond readings a line may set.
+#[derive(Debug, Clone, Copy)]
+enum Millis {
+    TimingsPrompt,
+    TimingsPredicted,
 }
 
 impl StreamData {
@@ -142,7 +182,6 @@ impl StreamData {
         }
         for (counter, value) in event.counters {
             let slot = match counter {
-                Counter::OutputTokens => &mut self.output_tokens,
                 Counter::LoadDuration => &mut self.server_load_duration_ns,
                 Counter::PromptEvalCount => &mut self.server_prompt_eval_count,
                 Counter::PromptEvalDuration => &mut self.server_prompt_eval_duration_ns,
@@ -151,6 +190,18 @@ impl StreamData {
                 Counter::TotalDuration => &mut self.server_total_duration_ns,
                 Counter::PromptTokens => &mut self.server_prompt_tokens,
                 Counter::CompletionTokens => &mut self.server_completion_tokens,
+                Counter::CachedTokens => &mut self.server_cached_tokens,
+                Counter::TimingsPromptN => &mut self.server_timings_prompt_n,
+                Counter::TimingsCacheN => &mut self.server_timings_cache_n,
+                Counter::TimingsPredictedN => &mut self.server_timings_predicted_n,
+                Counter::PromptTruncatedTokens => &mut self.server_prompt_truncated_tokens,
+            };
+            *slot = Some(value);
+        }
+        for (reading, value) in event.milliseconds {
+            let slot = match reading {
+                Millis::TimingsPrompt => &mut self.server_timings_prompt_ms,
+                Millis::TimingsPredicted => &mut self.server_timings_predicted_ms,
             };
             *slot = Some(value);
         }
@@ -171,7 +222,7 @@ enum LineError {
 }
 
 /// The result of a whole stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StreamOutcome {
     /// What arrived (partial on failure).
     pub data: StreamData,
@@ -391,9 +442,62 @@ fn content_of(obj: &Map<String, Value>, key: &str) -> Result<Option<String>, Lin
     }
 }
 
-/// A counter: kept only when it is a JSON integer.
+/// A counter: kept only when it is a JSON integer that fits an `i64`.
 fn int_of(obj: &Map<String, Value>, key: &str) -> Option<i64> {
     obj.get(key).and_then(Value::as_i64)
+}
+
+/// A millisecond reading: any JSON number, as a float.
+fn number_of(obj: &Map<String, Value>, key: &str) -> Option<f64> {
+    obj.get(key).and_then(Value::as_f64)
+}
+
+/// `obj[key]` when it is an object; `None` when absent or null; the wrong
+/// shape otherwise.
+fn object_of<'a>(
+    obj: &'a Map<String, Value>,
+    key: &str,
+) -> Result<Option<&'a Map<String, Value>>, LineError> {
+    match present(obj, key) {
+        None => Ok(None),
+        Some(Value::Object(inner)) => Ok(Some(inner)),
+        Some(_) => Err(LineError::Bad(format!("'{key}' is not an object"))),
+    }
+}
+
+/// llama.cpp's `timings` fields that are counters, and what each sets.
+const TIMINGS_COUNTERS: [(&str, Counter); 3] = [
+    ("prompt_n", Counter::TimingsPromptN),
+    ("cache_n", Counter::TimingsCacheN),
+    ("predicted_n", Counter::TimingsPredictedN),
+];
+
+/// llama.cpp's `timings` fields in milliseconds, and what each sets.
+const TIMINGS_MILLISECONDS: [(&str, Millis); 2] = [
+    ("prompt_ms", Millis::TimingsPrompt),
+    ("predicted_ms", Millis::TimingsPredicted),
+];
+
+/// The fields both APIs may carry in their last message: llama.cpp's
+/// `timings` object (llama-server, cfexp's own servers) and the extension
+/// field `prompt_truncated_tokens` (cfexp's own servers).
+fn extensions(obj: &Map<String, Value>, event: &mut LineEvent) -> Result<(), LineError> {
+    if let Some(timings) = object_of(obj, "timings")? {
+        for (wire, counter) in TIMINGS_COUNTERS {
+            if let Some(value) = int_of(timings, wire) {
+                event.counters.push((counter, value));
+            }
+        }
+        for (wire, reading) in TIMINGS_MILLISECONDS {
+            if let Some(value) = number_of(timings, wire) {
+                event.milliseconds.push((reading, value));
+            }
+        }
+    }
+    if let Some(value) = int_of(obj, "prompt_truncated_tokens") {
+        event.counters.push((Counter::PromptTruncatedTokens, value));
+    }
+    Ok(())
 }
 
 /// A reason: kept only when it is a string.

@@ -1,10 +1,12 @@
 //! Ollama's stream: one JSON object per line; the last has `done: true` and
-//! the server's counters.
+//! the server's counters (and, from cfexp's own servers, llama.cpp's
+//! `timings` and `prompt_truncated_tokens`; a real Ollama sends neither).
 
 use serde_json::Value;
 
 use super::{
-    Counter, LineError, LineEvent, content_of, error_message, int_of, parse_json, present, str_of,
+    Counter, LineError, LineEvent, content_of, error_message, extensions, int_of, parse_json,
+    present, str_of,
 };
 
 /// Ollama's final-object counters, by wire name.
@@ -47,9 +49,7 @@ pub(super) fn parse_line(line: &str) -> Result<LineEvent, LineError> {
                 event.counters.push((counter, value));
             }
         }
-        if let Some(eval_count) = int_of(&obj, "eval_count") {
-            event.counters.push((Counter::OutputTokens, eval_count));
-        }
+        extensions(&obj, &mut event)?;
         event.finish_reason = str_of(&obj, "done_reason");
     }
     Ok(event)
@@ -80,7 +80,7 @@ mod tests {
         assert_eq!(out.failure, None);
         assert_eq!(out.data.text, "Hello");
         assert_eq!(out.data.chunk_times_ns, [0, 10]);
-        assert_eq!(out.data.output_tokens, Some(2));
+        assert_eq!(out.data.server_eval_count, Some(2));
         assert_eq!(out.data.server_load_duration_ns, Some(1));
         assert_eq!(out.data.server_total_duration_ns, Some(9));
         assert_eq!(out.data.finish_reason.as_deref(), Some("stop"));
@@ -118,7 +118,33 @@ mod tests {
         let out =
             parse(&["{\"response\":\"x\",\"done\":true,\"eval_count\":2.5,\"done_reason\":7}\n"]);
         assert_eq!(out.failure, None);
-        assert_eq!(out.data.output_tokens, None);
+        assert_eq!(out.data.server_eval_count, None);
         assert_eq!(out.data.finish_reason, None);
+    }
+
+    #[test]
+    fn timings_and_truncation_come_from_the_final_object_only() {
+        let out = parse(&[
+            "{\"response\":\"x\",\"done\":false,\"timings\":{\"prompt_n\":9},\"prompt_truncated_tokens\":4}\n",
+            "{\"response\":\"\",\"done\":true,\"timings\":{\"prompt_n\":3,\"cache_n\":7,\"prompt_ms\":1.5,\"predicted_n\":2,\"predicted_ms\":4},\"prompt_truncated_tokens\":0}\n",
+        ]);
+        assert_eq!(out.failure, None);
+        let d = &out.data;
+        assert_eq!(
+            (
+                d.server_timings_prompt_n,
+                d.server_timings_cache_n,
+                d.server_timings_predicted_n
+            ),
+            (Some(3), Some(7), Some(2))
+        );
+        assert_eq!(d.server_timings_prompt_ms, Some(1.5));
+        assert_eq!(d.server_timings_predicted_ms, Some(4.0));
+        assert_eq!(d.server_prompt_truncated_tokens, Some(0));
+        let bad = parse(&["{\"response\":\"x\",\"done\":true,\"timings\":[1]}\n"]);
+        assert_eq!(
+            bad.failure.map(|f| f.kind),
+            Some(FailureKind::MalformedStream)
+        );
     }
 }

@@ -3,12 +3,16 @@
 //!
 //! `:` comments and the `event`, `id`, `retry` fields are ignored; an
 //! `error:` field (llama.cpp) is a stream error; any other line — such as a
-//! bare JSON error body sent with status 200 — is malformed.
+//! bare JSON error body sent with status 200 — is malformed. Besides
+//! `usage`, an event may carry llama.cpp's `timings` and cfexp's
+//! `prompt_truncated_tokens` at its top level (llama-server puts `timings`
+//! in its last event): read wherever they come, the last one wins.
 
 use serde_json::Value;
 
 use super::{
-    Counter, LineError, LineEvent, content_of, error_message, int_of, parse_json, present, str_of,
+    Counter, LineError, LineEvent, content_of, error_message, extensions, int_of, object_of,
+    parse_json, present, str_of,
 };
 
 /// Reads one (stripped, non-blank) SSE line.
@@ -58,19 +62,20 @@ pub(super) fn parse_line(line: &str) -> Result<LineEvent, LineError> {
         },
         Some(_) => return Err(LineError::Bad("'choices' is not a list".to_owned())),
     }
-    match present(&obj, "usage") {
-        None => {}
-        Some(Value::Object(usage)) => {
-            if let Some(prompt) = int_of(usage, "prompt_tokens") {
-                event.counters.push((Counter::PromptTokens, prompt));
-            }
-            if let Some(completion) = int_of(usage, "completion_tokens") {
-                event.counters.push((Counter::CompletionTokens, completion));
-                event.counters.push((Counter::OutputTokens, completion));
+    if let Some(usage) = object_of(&obj, "usage")? {
+        if let Some(prompt) = int_of(usage, "prompt_tokens") {
+            event.counters.push((Counter::PromptTokens, prompt));
+        }
+        if let Some(completion) = int_of(usage, "completion_tokens") {
+            event.counters.push((Counter::CompletionTokens, completion));
+        }
+        if let Some(details) = object_of(usage, "prompt_tokens_details")? {
+            if let Some(cached) = int_of(details, "cached_tokens") {
+                event.counters.push((Counter::CachedTokens, cached));
             }
         }
-        Some(_) => return Err(LineError::Bad("'usage' is not an object".to_owned())),
     }
+    extensions(&obj, &mut event)?;
     Ok(event)
 }
 
@@ -104,7 +109,7 @@ mod tests {
         assert_eq!(out.failure, None);
         assert_eq!(out.data.text, "Hello");
         assert_eq!(out.data.chunk_times_ns, [0, 10]);
-        assert_eq!(out.data.output_tokens, Some(2));
+        assert_eq!(out.data.server_completion_tokens, Some(2));
         assert_eq!(out.data.server_prompt_tokens, Some(7));
         assert_eq!(out.data.finish_reason.as_deref(), Some("length"));
     }
@@ -143,5 +148,30 @@ mod tests {
         ]);
         assert_eq!(out.failure.unwrap().message, "overloaded");
         assert_eq!(out.data.text, "a");
+        assert_eq!(
+            kind(&["data: {\"choices\":[],\"usage\":{\"prompt_tokens_details\":3}}\n\n"]),
+            Some(FailureKind::MalformedStream)
+        );
+    }
+
+    #[test]
+    fn llama_server_timings_and_cached_tokens() {
+        let out = parse(&[
+            &chunk("a"),
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":1,\"prompt_tokens_details\":{\"cached_tokens\":8}},\"timings\":{\"cache_n\":8,\"prompt_n\":4,\"prompt_ms\":2.25,\"predicted_n\":1,\"predicted_ms\":0.001}}\n\ndata: [DONE]\n\n",
+        ]);
+        assert_eq!(out.failure, None);
+        let d = &out.data;
+        assert_eq!(
+            (d.server_prompt_tokens, d.server_cached_tokens),
+            (Some(12), Some(8))
+        );
+        assert_eq!(
+            (d.server_timings_prompt_n, d.server_timings_cache_n),
+            (Some(4), Some(8))
+        );
+        assert_eq!(d.server_timings_prompt_ms, Some(2.25));
+        assert_eq!(d.server_timings_predicted_ms, Some(0.001));
+        assert_eq!(d.server_prompt_truncated_tokens, None);
     }
 }

@@ -1,5 +1,6 @@
 //! Rendering prompts: `{{name}}` placeholders by plain string replacement,
-//! and the nonce that defeats the server's prompt cache.
+//! and the nonce that defeats the server's prompt cache put in front (its
+//! text is [`crate::spec::nonce_text`]).
 
 use crate::workflow::data::PromptTemplate;
 
@@ -43,11 +44,6 @@ pub fn render(template: &str, vars: &[(&str, &str)]) -> String {
     out
 }
 
-/// The nonce that starts a call's first message with `defeat_prompt_cache`.
-pub fn nonce(run_id: &str, agent: &str, call_index: u32) -> String {
-    format!("[cfexp {run_id}/{agent}/{call_index}]\n")
-}
-
 /// A step's messages: system (if any) then user, rendered, with `nonce`
 /// (if any) prefixed to the first.
 pub fn messages(
@@ -83,6 +79,7 @@ pub fn prompt_chars(messages: &[Message]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::nonce_text;
 
     #[test]
     fn renders_placeholders_plainly() {
@@ -99,10 +96,11 @@ mod tests {
             system: Some("sys".into()),
             user: "hi {{x}}".into(),
         };
-        let m = messages(&t, &[("x", "é")], Some(&nonce("r1", "agent_0", 2)));
-        assert_eq!(m[0].content, "[cfexp r1/agent_0/2]\nsys");
+        let nonce = nonce_text("r1", "agent_0", 2);
+        let m = messages(&t, &[("x", "é")], Some(&nonce));
+        assert_eq!(m[0].content, format!("{nonce}sys"));
         assert_eq!(m[1].content, "hi é");
-        assert_eq!(prompt_chars(&m), 21 + 3 + 4);
+        assert_eq!(prompt_chars(&m), nonce.chars().count() as u64 + 3 + 4);
         let t = PromptTemplate {
             system: None,
             user: "u".into(),

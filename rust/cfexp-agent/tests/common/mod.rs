@@ -262,7 +262,8 @@ pub fn ollama_lines(pieces: &[&str], eval_count: i64) -> Vec<String> {
     lines
 }
 
-/// OpenAI SSE events for `pieces`, a usage event, then `[DONE]`.
+/// OpenAI SSE events for `pieces`, a usage event (with llama-server's
+/// `timings`), then `[DONE]`.
 pub fn openai_events(pieces: &[&str], completion_tokens: i64) -> Vec<String> {
     let mut events: Vec<String> = pieces
         .iter()
@@ -279,7 +280,11 @@ pub fn openai_events(pieces: &[&str], completion_tokens: i64) -> Vec<String> {
     ));
     events.push(format!(
         "data: {}\n\ndata: [DONE]\n\n",
-        json!({"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": completion_tokens}})
+        json!({"choices": [],
+               "usage": {"prompt_tokens": 9, "completion_tokens": completion_tokens,
+                         "prompt_tokens_details": {"cached_tokens": 2}},
+               "timings": {"cache_n": 2, "prompt_n": 7, "prompt_ms": 3.5,
+                           "predicted_n": completion_tokens, "predicted_ms": 40}})
     ));
     events
 }
@@ -333,13 +338,13 @@ pub fn agent(i: usize, base_url: &str, api: &str) -> Value {
 /// A spec for `scenario` with `agents`.
 pub fn spec(scenario: &str, data_dir: &Path, agents: Vec<Value>) -> Value {
     json!({
-        "schema_version": 1,
+        "schema_version": 2,
         "run_id": "run-test",
         "scenario": scenario,
         "data_dir": data_dir,
         "num_predict": 32,
         "call_timeout_s": 10.0,
-        "defeat_prompt_cache": false,
+        "cache_nonce": null,
         "agents": agents
     })
 }
@@ -371,6 +376,72 @@ impl Run {
     pub fn call(&self, i: usize) -> &Value {
         self.of_kind("call")[i]
     }
+}
+
+/// The call record's fields, in the order every agent writes them
+/// (docs/record-schema.md, section 3), after `schema_version`, `kind`, `run_id`.
+pub const CALL_FIELDS: [&str; 38] = [
+    "agent",
+    "call_index",
+    "step",
+    "api",
+    "base_url",
+    "instance",
+    "model",
+    "options",
+    "prompt_chars",
+    "prompt_nonce",
+    "success",
+    "error_kind",
+    "error",
+    "http_status",
+    "t_send_ns",
+    "t_first_byte_ns",
+    "t_first_token_ns",
+    "t_last_token_ns",
+    "t_end_ns",
+    "chunk_times_ns",
+    "content_chunks",
+    "server_load_duration_ns",
+    "server_prompt_eval_count",
+    "server_prompt_eval_duration_ns",
+    "server_eval_count",
+    "server_eval_duration_ns",
+    "server_total_duration_ns",
+    "server_prompt_tokens",
+    "server_completion_tokens",
+    "server_cached_tokens",
+    "server_timings_prompt_n",
+    "server_timings_cache_n",
+    "server_timings_prompt_ms",
+    "server_timings_predicted_n",
+    "server_timings_predicted_ms",
+    "server_prompt_truncated_tokens",
+    "finish_reason",
+    "text",
+];
+
+/// The top-level keys of one JSON object line, in the order written.
+pub fn keys_in_order(line: &str) -> Vec<String> {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+    struct Keys;
+    impl<'de> Visitor<'de> for Keys {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<String>, A::Error> {
+            let mut keys = Vec::new();
+            while let Some(key) = map.next_key::<String>()? {
+                map.next_value::<IgnoredAny>()?;
+                keys.push(key);
+            }
+            Ok(keys)
+        }
+    }
+    serde_json::Deserializer::from_str(line)
+        .deserialize_map(Keys)
+        .expect("a JSON object line")
 }
 
 /// Runs `bin` on `spec` (written into `dir`); kills it after 60 s.
