@@ -94,7 +94,7 @@ def test_a_run_whose_writer_died_is_uploaded_as_killed(store: Tracker, tmp_path:
     writer = SpoolTracker(store.uri, root)
     run_id = writer.start_run("exp", "job", {})
     writer.log_batch(run_id, metrics={"ttft_ms": 3.0})
-    writer._locks.pop(run_id).close()  # what the kernel does when the writing process dies
+    writer._locks.pop(run_id).release()  # what the kernel does when the writing process dies
     assert len(upload_spool(store, root).uploaded) == 1
     (run,) = store.search_runs("exp")
     assert run.info.status == "KILLED" and run.data.metrics == {"ttft_ms": 3.0}
