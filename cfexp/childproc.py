@@ -77,6 +77,7 @@ def launcher_path() -> Path | None:
         if binary.exists():  # compiled while this process waited
             return binary
         partial = binary.with_suffix(f".{os.getpid()}.tmp")
+        log.info("compiling cfexp-launch (once): %s", binary)
         done = subprocess.run(
             [compiler, "-O2", "-o", str(partial), str(LAUNCHER_SOURCE)], capture_output=True, text=True, check=False
         )

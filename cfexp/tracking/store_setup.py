@@ -6,23 +6,27 @@ processes: two cfexp commands started together on a new store both migrate
 it, one fails (``table experiment_tags already exists``) and the store can
 be left half-migrated (a leftover ``_alembic_tmp_<table>``), unusable.
 
-:func:`open_client` therefore opens a ``sqlite:///`` store under a
+:func:`open_client` therefore looks at a ``sqlite:///`` store under a
 :class:`~cfexp.filelock.FileLock` on ``<store>.lock`` beside it: the first
 process creates (or upgrades) the store, every other one waits (saying so if
-that takes a while), then opens the finished store. Under the lock it also
-checks what it finds:
+that takes a while), then opens the finished store. What it finds:
 
-- a **current** store: opened as is (the lock costs a few milliseconds);
-- an **out-of-date** schema (MLflow was upgraded): backed up beside the store
-  (``<store>.backup-<version>-<time>``), then upgraded with ``mlflow db
-  upgrade``, as MLflow documents; if the upgrade fails, the backup is put back
-  and the error says what to do;
+- a **ready** store (the schema this MLflow expects): opened, outside the
+  lock (the lock is held for a few milliseconds);
+- **no store**: created by MLflow, under the lock;
+- an **older schema** (MLflow was upgraded) with data: backed up beside the
+  store (``<store>.backup-<version>-<time>``), then upgraded with ``mlflow db
+  upgrade``, as MLflow documents; if the upgrade fails, the backup is put
+  back and the error says what to do;
 - a store **left half-migrated** (a leftover ``_alembic_tmp_<table>``, or
-  tables without a schema version): when it holds no data at all (no run, no
-  experiment but MLflow's Default, nothing else), it is moved aside
-  (``<store>.half-migrated-<time>``, never deleted) and created anew; when it
-  holds data, nothing is changed and :class:`~cfexp.errors.TrackingError`
-  names the table, says that no run data is lost and how to recover.
+  tables without a schema version) that holds data: nothing is changed, and
+  :class:`~cfexp.errors.TrackingError` names the table, says that no run data
+  is lost and how to recover;
+- a half-migrated or old store that holds **no data at all** (no run, no
+  experiment but MLflow's Default, nothing else): moved aside
+  (``<store>.half-migrated-<time>-<pid>`` or ``.old-schema-…``, never
+  deleted) and created anew;
+- a schema from a **newer MLflow**: left alone, with a message.
 
 Other URIs (an MLflow server, PostgreSQL) are opened as they are: a server
 migrates its own store once, at its start.
@@ -159,12 +163,16 @@ def inspect_store(path: Path, count_data: bool = True) -> StoreState:
 def _ready_client(uri: str, path: Path, head: str | None) -> Any:
     """Under the lock: the store created, upgraded or recovered as needed, then opened."""
     state = inspect_store(path)
+    older = head is not None and state.version not in (None, head)
+    if older:
+        assert state.version is not None
+        _check_known(uri, state.version)
     if state.leftovers or state.half_created:
         if state.holds_data:
             raise TrackingError(half_migrated_message(uri, path, state))
         _set_aside(uri, path, *_why_broken(state, head))
-    elif state.holds_data and head is not None and state.version not in (None, head):
-        _check_known(uri, state.version)
+    elif older and state.holds_data:
+        assert state.version is not None
         _upgrade(uri, path, state.version)
     try:
         return _client(uri)  # creates a new store; opens one that was made ready

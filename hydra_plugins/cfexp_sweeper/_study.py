@@ -110,9 +110,8 @@ def _rdb_storage(url: str, attempts: int = 5) -> BaseStorage:
     the loser finds the tables made on its next try.
     """
     path = _sqlite_file(url)
-    if path is None:
+    if path is None or not path.parent.is_dir():  # a missing folder: SQLite says so, as for anyone
         return _rdb_storage_retried(url, attempts)
-    path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(
         path.with_name(path.name + ".lock"), "Optuna storage lock",
         reason="another cfexp command is creating Optuna's tables in it",
