@@ -100,6 +100,11 @@ def open_client(uri: str) -> Any:  # mlflow's MlflowClient
         state = inspect_store(path, count_data=False)
         if not (head is not None and state.version == head and not state.leftovers):
             return _ready_client(uri, path, head)
+    except sqlite3.Error as exc:
+        raise TrackingError(
+            f"cannot read the tracking store <tracking.uri={uri}>: {exc}. Is {path} an MLflow SQLite store? "
+            "Point tracking.uri (or paths.mlruns_dir) to another one, or move this file away."
+        ) from exc
     finally:
         lock.release()
     return _client(uri)  # a ready store: MLflow neither creates nor migrates anything
@@ -139,7 +144,9 @@ def inspect_store(path: Path, count_data: bool = True) -> StoreState:
     state = StoreState()
     if not path.exists() or path.stat().st_size == 0:
         return state
-    with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)) as db:
+    # Read only, but on a read-write connection: one that finds the journal of a process
+    # killed mid-write rolls it back first, as MLflow's own would.
+    with closing(sqlite3.connect(path, timeout=30)) as db:
         state.tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         state.leftovers = sorted(t for t in state.tables if t.startswith(ALEMBIC_TMP_PREFIX))
         if "alembic_version" in state.tables:

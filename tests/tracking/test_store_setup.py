@@ -212,3 +212,11 @@ def test_a_store_from_a_newer_mlflow_is_left_alone(tmp_path: Path) -> None:
         Tracker(f"sqlite:///{path}", tmp_path / "artifacts")
     assert digest(path) == before
 
+
+
+def test_a_file_that_is_not_a_store_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "mlflow.db"
+    path.write_text("not a database, but some notes\n" * 100)
+    with pytest.raises(TrackingError, match=r"cannot read the tracking store .*Is .*mlflow.db an MLflow SQLite store"):
+        Tracker(f"sqlite:///{path}", tmp_path / "artifacts")
+    assert path.read_text().startswith("not a database")
