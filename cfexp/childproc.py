@@ -19,6 +19,8 @@ import signal
 import subprocess
 from pathlib import Path
 
+from cfexp.filelock import FileLock
+
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
@@ -53,7 +55,11 @@ LAUNCHER_SOURCE = Path(__file__).with_name("launcher.c")
 
 @functools.cache
 def launcher_path() -> Path | None:
-    """The compiled cfexp-launch, built on first use; None without a C compiler."""
+    """The compiled cfexp-launch, built on first use; None without a C compiler.
+
+    Processes that start together compile it once: the others wait on a lock
+    beside it, then use it.
+    """
     source = LAUNCHER_SOURCE.read_bytes()
     cache = Path(os.environ.get("CFEXP_CACHE_DIR") or Path.home() / ".cache" / "cfexp") / "bin"
     binary = cache / f"cfexp-launch-{hashlib.sha256(source).hexdigest()[:12]}"
@@ -63,13 +69,21 @@ def launcher_path() -> Path | None:
     if compiler is None:
         log.warning("no C compiler: agents start without cfexp-launch and peak RSS is not reported")
         return None
-    cache.mkdir(parents=True, exist_ok=True)
-    partial = binary.with_suffix(f".{os.getpid()}.tmp")
-    done = subprocess.run(
-        [compiler, "-O2", "-o", str(partial), str(LAUNCHER_SOURCE)], capture_output=True, text=True, check=False
+    lock = FileLock(
+        binary.with_name(binary.name + ".lock"), "launcher build lock",
+        reason="another cfexp process is compiling cfexp-launch",
     )
-    if done.returncode != 0:
-        log.warning("cfexp-launch did not compile (%s); peak RSS is not reported", done.stderr.strip()[-300:])
-        return None
-    partial.replace(binary)  # atomic: concurrent jobs never run a half-written file
-    return binary
+    with lock:
+        if binary.exists():  # compiled while this process waited
+            return binary
+        partial = binary.with_suffix(f".{os.getpid()}.tmp")
+        log.info("compiling cfexp-launch (once): %s", binary)
+        done = subprocess.run(
+            [compiler, "-O2", "-o", str(partial), str(LAUNCHER_SOURCE)], capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            partial.unlink(missing_ok=True)
+            log.warning("cfexp-launch did not compile (%s); peak RSS is not reported", done.stderr.strip()[-300:])
+            return None
+        partial.replace(binary)  # atomic: no process ever runs a half-written file
+        return binary

@@ -3,14 +3,14 @@
 ``runtime=tokio`` needs ``rust/target/release/cfexp-agent-tokio``. It is built
 with cargo on first use (release profile) and rebuilt only when the crate's
 sources change: a fingerprint of every source file is kept beside the binary,
-so a sweep does not even start cargo for each job. Concurrent jobs serialize on
-a file lock. What the run records about the binary — size, profile, rustc —
+so a sweep does not even start cargo for each job. Jobs and commands that
+start together serialize on a file lock (:class:`cfexp.filelock.FileLock`):
+one builds, the others wait (saying so if it takes long), then use its binary. What the run records about the binary — size, profile, rustc —
 comes back in the command's ``build_info``.
 """
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import hashlib
 import logging
@@ -21,6 +21,7 @@ from pathlib import Path
 
 from cfexp.agents.runner import AgentCommand
 from cfexp.errors import BuildError
+from cfexp.filelock import FileLock
 from cfexp.vocab import RUST_RUNTIMES
 
 log = logging.getLogger(__name__)
@@ -76,9 +77,11 @@ def ensure_built(runtime: str) -> Path:
         raise BuildError(f"no Rust agent for <runtime={runtime}>: choose one of {', '.join(RUNTIMES)}")
     binary = binary_path(runtime)
     stamp = binary.with_name(f".{binary.name}.fingerprint")
-    binary.parent.mkdir(parents=True, exist_ok=True)
-    with open(binary.parent / ".cfexp-build.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time, across processes
+    lock = FileLock(
+        binary.parent / ".cfexp-build.lock", "Rust build lock",
+        reason="another cfexp process is building a Rust agent; this one uses the result",
+    )
+    with lock:  # one build at a time, across processes; the others wait, then find it built
         fingerprint = _fingerprint()
         if binary.exists() and stamp.exists() and stamp.read_text() == fingerprint:
             return binary

@@ -1,8 +1,12 @@
 """Hydra callback: the sweep's parent run, the failure summary, server shutdown.
 
 - ``on_run_start`` / ``on_multirun_start``: check that the output folders can
-  be written (else exit 2 before any job); for a sweep, create the parent MLflow
-  run and write its id into the sweep folder, where every job finds it.
+  be written (else exit 2 before any job); hold the command's output folder
+  (a second command running in the same folder exits 2); open the tracking
+  store, so that a new local store is created (or an old one upgraded) once,
+  under its lock, before any job (a store that cannot be used exits 1 with
+  what to do); for a sweep, create the parent MLflow run and write its id
+  into the sweep folder, where every job finds it.
 - ``on_multirun_end`` / ``on_run_end``: stop servers kept for the sweep, read
   every job's status file, print a summary of what failed, close the parent
   run, and remember the outcome so ``python -m cfexp`` exits non-zero.
@@ -22,10 +26,13 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from cfexp.app import status
+from cfexp.config.output_dirs import FolderClaim
+from cfexp.errors import TrackingError
 from cfexp.redact import mask_in_logs, redact_overrides, secret_values
 from cfexp.servers.pool import POOL
 from cfexp.servers.process import install_cleanup_handlers
 from cfexp.tracking.jobs import PARENT_FILE, is_multirun, start_parent, tracker_for
+from cfexp.tracking.store import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -73,18 +80,63 @@ def _require_writable_outputs(config: DictConfig, output_dir: str, key: str) -> 
         _require_writable(_mlruns_dir(config), "paths.mlruns_dir")
 
 
+_CLAIM: FolderClaim | None = None  # this command's hold on its output folder
+
+
+def _claim_output_folder(folder: Path, key: str) -> None:
+    """Hold the command's output folder while it runs; exit 2 if another command runs in it.
+
+    cfexp's default folders are new for every command (``cfexp.unique_dir``);
+    an explicit ``hydra.run.dir``/``hydra.sweep.dir`` may name one that a
+    running command uses: two commands in one folder would overwrite each
+    other's job folders and link their jobs to the wrong sweep.
+    """
+    global _CLAIM
+    _release_output_folder()  # a command run earlier in this process (tests) held its own
+    claim = FolderClaim(folder)
+    if not claim.take("a cfexp command"):
+        print(
+            f"cfexp: another cfexp command is running in the output folder <{key}={folder}> "
+            f"({claim.holder() or 'its pid is unknown'}): two commands in one folder would overwrite "
+            f"each other's job folders and runs. No job was started. Wait until it ends, or give this "
+            f"command a folder of its own (leave {key} unset and each command gets a new one).",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    _CLAIM = claim
+
+
+def _release_output_folder() -> None:
+    global _CLAIM
+    if _CLAIM is not None:
+        _CLAIM.release()
+        _CLAIM = None
+
+
+def _open_store(config: DictConfig) -> Tracker:
+    """The tracking store, opened before any job: a new local store is created (or an
+    old one upgraded) here, once, under its lock. Exit 1 with what to do when it cannot be used."""
+    try:
+        return tracker_for(config.tracking.uri, _mlruns_dir(config))
+    except TrackingError as exc:
+        print(f"cfexp: {exc}\nNo job was started.", file=sys.stderr)
+        raise SystemExit(1) from exc
+
+
 class CfexpCallback(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         Outcome.started = True
         _require_writable_outputs(config, config.hydra.run.dir, "hydra.run.dir")
+        _claim_output_folder(Path(config.hydra.run.dir), "hydra.run.dir")
+        _open_store(config)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         Outcome.started = True
         _require_writable_outputs(config, config.hydra.sweep.dir, "hydra.sweep.dir")
-        POOL.sweep_started()
         sweep_dir = Path(config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        tracker = tracker_for(config.tracking.uri, _mlruns_dir(config))
+        _claim_output_folder(sweep_dir, "hydra.sweep.dir")
+        POOL.sweep_started()
+        tracker = _open_store(config)
         overrides = redact_overrides(config.hydra.overrides.task)
         # Hydra logs each job's overrides as it launches it: mask literal secrets.
         mask_in_logs(v for s in secret_values(config.hydra.overrides.task) for v in (s, *s.split(",")))
@@ -128,12 +180,14 @@ class CfexpCallback(Callback):
             tracker.log_text(run_id, _summary(statuses), "sweep_summary.txt")
             tracker.end_run(run_id, "FAILED" if failed else "FINISHED")
         _report(statuses, failed)
+        _release_output_folder()
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
         POOL.close()
         job_dir = Path(config.hydra.runtime.output_dir)
         statuses = [s for s in [_read_one(job_dir)] if s is not None]
         _report(statuses, [s for s in statuses if not s.ok])
+        _release_output_folder()
 
 
 def close_unfinished(reason: str, run_status: str) -> None:
@@ -144,6 +198,7 @@ def close_unfinished(reason: str, run_status: str) -> None:
     end with ``run_status`` and the reason; the parent too, with the summary so far.
     """
     POOL.close()
+    _release_output_folder()
     config, Outcome.sweep_config = Outcome.sweep_config, None
     if config is None:
         return

@@ -227,5 +227,8 @@ class CfexpConfig:
 
 
 def register_configs() -> None:
-    """Register the schema; called before Hydra composes anything."""
+    """Register the schema and cfexp's resolvers; called before Hydra composes anything."""
+    from cfexp.config.output_dirs import register_resolvers
+
     ConfigStore.instance().store(name="cfexp_schema", node=CfexpConfig)
+    register_resolvers()

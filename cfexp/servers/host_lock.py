@@ -8,8 +8,9 @@ the other's load. A job that needs such servers therefore takes this host's
 lock before it starts them and keeps it until they stop; a second job waits
 (and says so in its log) before starting its own.
 
-The lock is ``flock`` on a file in a per-user folder on the local disk (never
-a shared filesystem: the lock is about *this* host). The kernel releases it
+The lock is a :class:`cfexp.filelock.FileLock` (``flock``) on a file in a
+per-user folder on the local disk (never a shared filesystem: the lock is
+about *this* host). The kernel releases it
 when the holding process exits, however it exits, so a crashed job never
 leaves the host locked. The file also holds the holder's pid and job folder,
 so a waiting job can say whom it waits for.
@@ -21,24 +22,21 @@ servers cfexp only attaches to), ``always`` or ``never``.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
-import socket
 import stat
-import time
 from pathlib import Path
 
 from cfexp.config.schema import CfexpConfig
 from cfexp.errors import SetupError
+from cfexp.filelock import FileLock
 
 log = logging.getLogger(__name__)
 
 LOCK_FILE = "managed-servers.lock"
 # Backends whose servers run a real model; the simulator only sleeps.
 _REAL_ENGINES = ("llamacpp", "ollama")
-# How often a waiting job retries, and how often it repeats that it waits.
-_POLL_S = 0.2
+# How often a waiting job repeats that it waits.
 _REMIND_S = 60.0
 
 
@@ -88,11 +86,18 @@ class HostLock:
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or _private_dir(lock_dir()) / LOCK_FILE
-        self._fd: int | None = None
+        self._lock = FileLock(
+            self.path,
+            "host lock",
+            reason="another job's managed servers run on this host (topology.host_lock=never shares it)",
+            notice_after_s=0.0,  # a job waits for another job's whole run: say so at once
+            remind_s=_REMIND_S,
+            mode=0o600,
+        )
 
     @property
     def held(self) -> bool:
-        return self._fd is not None
+        return self._lock.held
 
     def acquire(self, holder: str) -> float:
         """Take the lock, waiting as long as another job holds it.
@@ -100,55 +105,7 @@ class HostLock:
         ``holder`` names this job in the lock file (its output folder), for
         the log of the next job that waits. Returns the seconds waited.
         """
-        if self._fd is not None:
-            return 0.0
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        started = time.monotonic()
-        contended = False
-        next_notice_s = 0.0
-        try:
-            while not _try_lock(fd):
-                contended = True
-                waited = time.monotonic() - started
-                if waited >= next_notice_s:
-                    log.warning(
-                        "waiting for the host lock %s, held by %s: another job's managed servers "
-                        "run on this host (topology.host_lock=never shares it)",
-                        self.path, _holder(fd) or "another job",
-                    )
-                    next_notice_s = waited + _REMIND_S
-                time.sleep(_POLL_S)
-        except BaseException:
-            os.close(fd)
-            raise
-        waited = time.monotonic() - started if contended else 0.0
-        if contended:
-            log.info("host lock %s acquired after %.1f s", self.path, waited)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid={os.getpid()} host={socket.gethostname()} job={holder}\n".encode(), 0)
-        self._fd = fd
-        return waited
+        return self._lock.acquire(holder=f"job={holder}")
 
     def release(self) -> None:
-        if self._fd is None:
-            return
-        fd, self._fd = self._fd, None
-        try:
-            os.ftruncate(fd, 0)
-        finally:
-            os.close(fd)  # closing the file releases the flock
-
-
-def _try_lock(fd: int) -> bool:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
-
-
-def _holder(fd: int) -> str:
-    try:
-        return os.pread(fd, 4096, 0).decode(errors="replace").strip()
-    except OSError:
-        return ""
+        self._lock.release()

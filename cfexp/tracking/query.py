@@ -51,10 +51,12 @@ def _client(uri: str):  # type: ignore[no-untyped-def] # mlflow's MlflowClient
                 f"no tracking store at <tracking-uri={uri}>: run an experiment first, or pass "
                 "--tracking-uri (or set $MLFLOW_TRACKING_URI) to the store that holds the runs"
             )
-    from mlflow.tracking import MlflowClient
+    from cfexp.tracking.store_setup import open_client
 
     try:
-        return MlflowClient(tracking_uri=uri)
+        return open_client(uri)  # an old or half-migrated local store: upgraded, or explained
+    except TrackingError:
+        raise
     except Exception as exc:  # MLflow raises many kinds; translate at the boundary
         raise TrackingError(f"cannot open the tracking store <tracking-uri={uri}>: {exc}") from exc
 

@@ -19,7 +19,6 @@ folder and is left for later; one whose writer died is uploaded as KILLED.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -32,9 +31,10 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from cfexp.errors import TrackingError
+from cfexp.filelock import FileLock
 from cfexp.tracking.store import Tracker
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ class SpoolTracker(Tracker):
     def __init__(self, uri: str, root: Path) -> None:  # no MLflow client: nothing to reach
         self.uri = uri
         self.root = root
-        self._locks: dict[str, IO[str]] = {}
+        self._locks: dict[str, FileLock] = {}
 
     def experiment_id(self, name: str) -> str:
         return name
@@ -167,7 +167,7 @@ class SpoolTracker(Tracker):
         self._append(run_id, {"op": "end", "status": status, "end_time_ms": end_time_ms or _now_ms()})
         lock = self._locks.pop(run_id, None)
         if lock is not None:
-            lock.close()  # releases the flock: the run may now be uploaded
+            lock.release()  # the run may now be uploaded
 
     def delete_run(self, run_id: str) -> None:
         raise TrackingError(f"cannot delete run {run_id}: <tracking.uri={self.uri}> is unreachable")
@@ -290,10 +290,11 @@ def pending(root: Path, uri: str | None = None) -> list[str]:
         return []
     found = []
     for folder in sorted(root.iterdir()):
-        meta_file = folder / _RUN_FILE
-        if not meta_file.is_file():
+        try:  # another process may be uploading (and deleting) it right now
+            meta = json.loads((folder / _RUN_FILE).read_text())
+        except (OSError, ValueError):  # gone, not a run folder, or not written yet
             continue
-        if uri is None or json.loads(meta_file.read_text()).get("tracking_uri") == uri:
+        if uri is None or meta.get("tracking_uri") == uri:
             found.append(folder.name)
     return found
 
@@ -304,15 +305,17 @@ def upload_spool(tracker: Tracker, root: Path, any_uri: bool = False) -> UploadR
     todo = pending(root, None if any_uri else tracker.uri)
     if not todo:
         return result
-    try:  # one uploader at a time (jobs of one sweep may start together)
+    try:  # one uploader at a time (commands, and jobs of one sweep, may start together)
         root_lock = _lock(root, blocking=False)
     except BlockingIOError:
         result.busy.extend(todo)
         return result
     try:
+        # Again under the lock: an uploader that just finished has deleted what it uploaded.
+        todo = pending(root, None if any_uri else tracker.uri)
         _upload(tracker, root, todo, result)
     finally:
-        root_lock.close()
+        root_lock.release()
     return result
 
 
@@ -344,7 +347,7 @@ def _upload(tracker: Tracker, root: Path, todo: list[str], result: UploadResult)
             result.failed[run_id] = str(exc)
             log.warning("could not upload spooled run %s: %s", run_id, exc)
         finally:
-            lock.close()
+            lock.release()
 
 
 def _replay(tracker: Tracker, folder: Path, meta: dict[str, Any], ids: dict[str, str]) -> str:
@@ -399,14 +402,14 @@ def _read_ops(path: Path) -> list[dict[str, Any]]:
     return ops
 
 
-def _lock(folder: Path, blocking: bool) -> IO[str]:
-    handle = (folder / _LOCK).open("a")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-    except BaseException:
-        handle.close()
-        raise
-    return handle
+def _lock(folder: Path, blocking: bool) -> FileLock:
+    """The spool folder's (or a run folder's) lock; BlockingIOError when busy and not ``blocking``."""
+    lock = FileLock(folder / _LOCK, "spool lock", reason="another cfexp process is writing or uploading it")
+    if blocking:
+        lock.acquire()
+    elif not lock.try_acquire():
+        raise BlockingIOError(f"{folder} is locked by another process")
+    return lock
 
 
 def _load_map(root: Path) -> dict[str, str]:

@@ -7,7 +7,10 @@ travels in a file in the sweep folder).
 
 Default store: SQLite at ``<mlruns_dir>/mlflow.db`` with artifacts under
 ``<mlruns_dir>/artifacts`` (MLflow 3 refuses its old file store by default).
-``tracking.uri`` or ``$MLFLOW_TRACKING_URI`` override it.
+``tracking.uri`` or ``$MLFLOW_TRACKING_URI`` override it. A local store is
+created, upgraded and checked once, under a lock beside it
+(:mod:`cfexp.tracking.store_setup`), so commands started together never
+migrate it at the same time.
 """
 
 from __future__ import annotations
@@ -46,13 +49,16 @@ class Tracker:
 
     def __init__(self, uri: str, artifact_root: Path) -> None:
         # Imported here: mlflow takes a second to import and only this layer needs it.
-        from mlflow.tracking import MlflowClient
+        from cfexp.tracking.store_setup import open_client
 
         self.uri = uri
         self._artifact_root = artifact_root
         self._experiment_ids: dict[str, str] = {}
         try:
-            self._client = MlflowClient(tracking_uri=uri)
+            # A local SQLite store is created or upgraded once, under a lock (store_setup.py).
+            self._client = open_client(uri)
+        except TrackingError:
+            raise
         except Exception as exc:  # MLflow raises many kinds; translate at the boundary
             raise TrackingError(f"cannot open the tracking store <uri={uri}>: {exc}") from exc
 

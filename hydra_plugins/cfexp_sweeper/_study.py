@@ -31,6 +31,7 @@ from optuna.samplers import BaseSampler
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from cfexp.filelock import FileLock
 from hydra_plugins.cfexp_sweeper._errors import SweepError
 from hydra_plugins.cfexp_sweeper._objectives import Constraint, Objective
 from hydra_plugins.cfexp_sweeper._space import SearchSpace
@@ -100,12 +101,34 @@ def open_storage(url: str) -> BaseStorage:
 
 
 def _rdb_storage(url: str, attempts: int = 5) -> BaseStorage:
-    """``RDBStorage(url)``, retried when another worker is creating the same tables.
+    """``RDBStorage(url)``: its tables created once however many workers start together.
 
-    Optuna creates its tables on first use; two workers doing that at once on
-    an empty PostgreSQL database collide (a unique violation in the catalog),
-    and the loser finds the tables made on its next try.
+    Optuna creates its tables on first use. On a SQLite file, two processes
+    doing that at once fail (``table … already exists``, ``database is
+    locked``): they take turns under a lock beside the file. On an empty
+    PostgreSQL database they collide (a unique violation in the catalog), and
+    the loser finds the tables made on its next try.
     """
+    path = _sqlite_file(url)
+    if path is None or not path.parent.is_dir():  # a missing folder: SQLite says so, as for anyone
+        return _rdb_storage_retried(url, attempts)
+    lock = FileLock(
+        path.with_name(path.name + ".lock"), "Optuna storage lock",
+        reason="another cfexp command is creating Optuna's tables in it",
+    )
+    with lock:
+        return _rdb_storage_retried(url, attempts)
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The file of a ``sqlite:///`` URL (None for other URLs and in-memory SQLite)."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url.removeprefix("sqlite:///").split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+def _rdb_storage_retried(url: str, attempts: int) -> BaseStorage:
     from sqlalchemy.exc import IntegrityError, ProgrammingError
 
     url = _with_installed_driver(url)

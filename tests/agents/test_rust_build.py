@@ -8,6 +8,7 @@ import pytest
 
 from cfexp.agents import rust_build
 from cfexp.errors import BuildError
+from tests.together import run_together
 
 
 def test_missing_cargo_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -44,3 +45,25 @@ def test_a_built_binary_reports_its_size_profile_and_rustc() -> None:
     assert int(command.build_info["rust_binary_bytes"]) > 100_000
     assert command.build_info["rust_profile"] == "release"
     assert command.build_info["rustc"].startswith("rustc ")
+
+
+# Asks for the Rust agent of runtime argv[1] when released.
+ASK_FOR_THE_AGENT = """
+from cfexp.agents.rust_build import ensure_built
+go()
+print(ensure_built(sys.argv[1]))
+"""
+
+
+@pytest.mark.slow
+def test_jobs_that_need_a_rust_agent_together_build_it_once() -> None:
+    runtime = "smol"
+    binary = rust_build.binary_path(runtime)
+    stamp = binary.with_name(f".{binary.name}.fingerprint")
+    stamp.unlink(missing_ok=True)  # as after a change of the sources: the next job builds
+    results = run_together(ASK_FOR_THE_AGENT, [[runtime]] * 2, timeout=3600)
+    assert [r.returncode for r in results] == [0, 0], "\n".join(r.stderr[-2000:] for r in results)
+    assert {r.stdout.strip() for r in results} == {str(binary)}
+    assert sum("building the Rust agent for runtime=smol" in r.stderr for r in results) == 1  # cargo ran once
+    assert stamp.read_text() == rust_build._fingerprint()
+    assert binary.stat().st_size > 100_000

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -131,5 +133,29 @@ def test_a_parent_run_that_cannot_be_created_stops_the_sweep(tmp_path: Path) -> 
     assert done.returncode == 1, done.stderr[-3000:]
     assert "cfexp: could not create the sweep's parent run" in done.stderr
     assert "No job was started" in done.stderr and "Traceback" not in done.stderr
+    assert not list(tmp_path.rglob("cfexp_status.json"))  # no job ran
+    assert leftover_processes(tmp_path) == []
+
+
+@pytest.mark.parametrize("args", [[], ["-m", "temperature=0.6,0.8"]], ids=["run", "sweep"])
+def test_a_half_migrated_store_stops_the_command_with_what_to_do(tmp_path: Path, args: list[str]) -> None:
+    # A store with a run, left half-migrated as two processes migrating it at once left it.
+    (tmp_path / "mlruns").mkdir()
+    client = client_for(tmp_path)
+    client.set_terminated(client.create_run(client.create_experiment("cfexp")).info.run_id)
+    store = tmp_path / "mlruns" / "mlflow.db"
+    with closing(sqlite3.connect(store)) as db:
+        db.execute("CREATE TABLE _alembic_tmp_latest_metrics AS SELECT * FROM latest_metrics")
+        db.commit()
+    before = store.read_bytes()
+
+    done = run_cfexp(tmp_path, *args, *FAST_SIM, "scenario=single_inference")
+
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert f"cfexp: the tracking store <tracking.uri=sqlite:///{store}> was left half-migrated" in done.stderr
+    assert "table _alembic_tmp_latest_metrics is left over" in done.stderr
+    assert "No run data is lost" in done.stderr and "mlflow db upgrade" in done.stderr
+    assert "No job was started" in done.stderr and "Traceback" not in done.stderr
+    assert store.read_bytes() == before  # cfexp changed nothing
     assert not list(tmp_path.rglob("cfexp_status.json"))  # no job ran
     assert leftover_processes(tmp_path) == []

@@ -8,6 +8,7 @@ import pytest
 
 from cfexp.errors import SetupError
 from cfexp.servers import model_files
+from tests.together import run_together
 
 
 @pytest.fixture
@@ -55,3 +56,24 @@ def test_a_bad_assembly_is_refused(fake_package: dict[str, int], monkeypatch: py
     monkeypatch.setattr(model_files, "expected_sha256", lambda: ("m.gguf", "0" * 64))
     with pytest.raises(SetupError, match="does not match SHA256SUMS"):
         model_files.embedded_gguf()
+
+
+# Asks for the embedded model file when released (CFEXP_CACHE_DIR is the test's own, empty).
+ASK_FOR_THE_MODEL = """
+from cfexp.servers.model_files import embedded_gguf, sha256_of
+go()
+path = embedded_gguf()
+print(path, sha256_of(path))
+"""
+
+
+@pytest.mark.slow
+def test_jobs_that_need_the_model_together_assemble_it_once(tmp_path: Path) -> None:
+    results = run_together(ASK_FOR_THE_MODEL, [[]] * 3, env={"CFEXP_CACHE_DIR": str(tmp_path)})
+    assert [r.returncode for r in results] == [0, 0, 0], "\n".join(r.stderr[-2000:] for r in results)
+    name, digest = model_files.expected_sha256()
+    assert {r.stdout.strip() for r in results} == {f"{tmp_path / 'models' / name} {digest}"}
+    assert sum("assembling the embedded model" in r.stderr for r in results) == 1
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == sorted(
+        [name, f"{name}.lock", f"{name}.verified"]  # no partial file left behind
+    )

@@ -22,6 +22,7 @@ from cfexp.tracking.spool import (
     upload_spool,
 )
 from cfexp.tracking.store import Tracker
+from tests.together import run_together
 
 
 def closed_port() -> int:
@@ -94,7 +95,7 @@ def test_a_run_whose_writer_died_is_uploaded_as_killed(store: Tracker, tmp_path:
     writer = SpoolTracker(store.uri, root)
     run_id = writer.start_run("exp", "job", {})
     writer.log_batch(run_id, metrics={"ttft_ms": 3.0})
-    writer._locks.pop(run_id).close()  # what the kernel does when the writing process dies
+    writer._locks.pop(run_id).release()  # what the kernel does when the writing process dies
     assert len(upload_spool(store, root).uploaded) == 1
     (run,) = store.search_runs("exp")
     assert run.info.status == "KILLED" and run.data.metrics == {"ttft_ms": 3.0}
@@ -167,3 +168,30 @@ def test_writes_after_a_spooled_run_ended_still_reach_it(store: Tracker, tmp_pat
     assert upload_spool(store, root).uploaded == [parent]
     (run,) = store.search_runs("exp")
     assert run.data.tags["optuna.study"] == "s" and run.info.status == "FINISHED"
+
+
+# Opens the store at argv[1] when released, as each command does at its start (uploading the spool).
+OPEN_THE_STORE = """
+from pathlib import Path
+from cfexp.tracking.spool import open_tracker
+go()
+open_tracker(sys.argv[1], Path(sys.argv[2]))
+"""
+
+
+def test_commands_that_start_together_upload_the_spool_once(store: Tracker, tmp_path: Path) -> None:
+    mlruns = tmp_path / "mlruns"
+    spool = SpoolTracker(store.uri, mlruns / "spool")
+    parent, child = _spool_a_sweep(spool, tmp_path)
+    single = spool.start_run("exp", "job", {})
+    spool.end_run(single, "FINISHED")
+
+    results = run_together(OPEN_THE_STORE, [[store.uri, str(mlruns)]] * 3)
+    assert [r.returncode for r in results] == [0, 0, 0], "\n".join(r.stderr[-2000:] for r in results)
+    assert "Traceback" not in "".join(r.stderr for r in results)
+    assert pending(mlruns / "spool") == []
+    runs = store.search_runs("exp")
+    assert len(runs) == 3 and all(r.data.tags.get(SPOOLED_TAG) == "true" for r in runs)  # once each
+    (uploaded_parent,) = [r for r in runs if r.data.tags.get("cfexp.sweep") == "parent"]
+    (uploaded_child,) = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    assert uploaded_child.data.tags["mlflow.parentRunId"] == uploaded_parent.info.run_id
