@@ -70,7 +70,7 @@ def _file_digest(path: str, size: int, mtime_ns: int) -> str:
 
 def model_digest(cfg: CfexpConfig) -> str:
     """sha256 of the served model file, when cfexp serves it; else unknown."""
-    if cfg.backend.name == "llamacpp":
+    if cfg.backend.name in ("llamacpp", "llamaserver"):
         if cfg.model.file is None:
             return expected_sha256()[1]  # embedded: verified against SHA256SUMS at assembly
         stat = Path(cfg.model.file).stat()

@@ -51,13 +51,13 @@ class TopologyConfig:
     sample_interval_s: float = 0.5
     # auto | always | never: hold this host's lock from starting managed servers
     # until they stop, so parallel jobs on one host never share its cores or GPU
-    # (auto = for llamacpp/ollama servers cfexp starts; see docs/scale.md).
+    # (auto = for llamacpp/llamaserver/ollama servers cfexp starts; see docs/scale.md).
     host_lock: str = "auto"
 
 
 @dataclass
 class BackendConfig:
-    # llamacpp | sim | ollama | openai
+    # llamacpp | sim | ollama | openai | llamaserver
     name: str = MISSING
     # The API agents speak to it: ollama (NDJSON) or openai (SSE).
     api: str = "ollama"
@@ -76,8 +76,9 @@ class BackendConfig:
     settings: dict[str, Any] = field(default_factory=dict)
     # openai: bearer token; never logged, never tracked.
     api_key: Optional[str] = None
-    # ollama: the binary and its models folder (null = its default).
-    binary: str = "ollama"
+    # ollama: the binary and its models folder (null = its default). llamaserver:
+    # a llama-server to run; null = the one cfexp builds from llama.cpp's source.
+    binary: Optional[str] = "ollama"
     models_dir: Optional[str] = None
     # True when runs on this backend are simulated (tagged provenance=simulated).
     simulated: bool = False

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from cfexp.errors import ConfigError
 LANGUAGES = ("python", "rust")
 PYTHON_RUNTIMES = ("asyncio", "uvloop")
 RUST_RUNTIMES = ("tokio", "tokio_localset", "smol", "smol_1kb", "async_std")
-BACKENDS = ("llamacpp", "sim", "ollama", "openai")
+BACKENDS = ("llamacpp", "sim", "ollama", "openai", "llamaserver")
 APIS = ("ollama", "openai")
 SCENARIOS = ("single_inference", "single_agent", "multi_agent")
 LIFECYCLES = ("per_job", "per_sweep", "external")
@@ -142,7 +143,9 @@ def _cross_field_problems(cfg: CfexpConfig) -> list[str]:
             f"<backend.url={cfg.backend.url}> is not an http(s) URL: give one like "
             "http://127.0.0.1:11434"
         )
-    if cfg.backend.name == "llamacpp" and cfg.model.file is not None:
+    if cfg.backend.name == "llamaserver":
+        problems.extend(_llamaserver_problems(cfg))
+    if cfg.backend.name in ("llamacpp", "llamaserver") and cfg.model.file is not None:
         if not Path(cfg.model.file).is_file():
             problems.append(
                 f"<model.file={cfg.model.file}> does not exist: give the path of a GGUF "
@@ -161,6 +164,22 @@ def _cross_field_problems(cfg: CfexpConfig) -> list[str]:
     if not cfg.scenario.personas:
         problems.append("<scenario.personas=[]> needs at least one persona")
     problems.extend(_multi_agent_problems(cfg))
+    return problems
+
+
+def _llamaserver_problems(cfg: CfexpConfig) -> list[str]:
+    problems: list[str] = []
+    if cfg.backend.api != "openai":
+        problems.append(
+            f"<backend.api={cfg.backend.api}> with backend=llamaserver: llama-server speaks the OpenAI API "
+            "only, use backend.api=openai"
+        )
+    binary = cfg.backend.binary
+    if binary is not None and shutil.which(binary) is None:
+        problems.append(
+            f"<backend.binary={binary}> is not an executable file nor a command on PATH: give the path of a "
+            "llama-server, or backend.binary=null for the one cfexp builds from llama.cpp's source"
+        )
     return problems
 
 

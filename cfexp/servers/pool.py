@@ -36,6 +36,7 @@ from cfexp.servers.base import LaunchSpec, ServerBackend, ServerInstance
 from cfexp.servers.cfexp_serving import CfexpServingBackend
 from cfexp.servers.external import OllamaBackend, OpenAIBackend
 from cfexp.servers.host_lock import HostLock, lock_needed
+from cfexp.servers.llama_server import LlamaServerBackend
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def launch_spec(cfg: CfexpConfig, gpu_layers: int, ctx: int) -> LaunchSpec:
         slots=backend.slots,
         settings_json=json.dumps(backend.settings, sort_keys=True),
         start_if_absent=backend.start_if_absent and cfg.topology.lifecycle != "external",
-        binary=backend.binary,
+        binary=backend.binary or "",
         models_dir=backend.models_dir,
     )
 
@@ -73,6 +74,8 @@ def backend_for(cfg: CfexpConfig) -> ServerBackend:
         return CfexpServingBackend(engine=name)
     if name == "openai":
         return OpenAIBackend(api_key=cfg.backend.api_key)
+    if name == "llamaserver":  # started (built on first use) or attached to at backend.url
+        return LlamaServerBackend(cache_dir=Path(cfg.paths.cache_dir))
     # ollama, and sim/llamacpp given a URL (a `cfexp serve` started by hand):
     # both speak Ollama's API, so attaching works the same way.
     return OllamaBackend()
