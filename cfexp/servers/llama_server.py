@@ -59,6 +59,9 @@ from cfexp.servers.process import ManagedProcess
 _LISTENING = re.compile(r"listening on https?://(?:\[[^\]]*\]|[^\s:/]+):(\d+)")
 # Lines of llama-server's own log that say why it stopped, most telling first.
 _BAD_FLAG = re.compile(r"(?:invalid|unknown) argument:?\s*(\S+)", re.IGNORECASE)
+_BAD_VALUE = re.compile(r'error while handling argument "([^"]+)": *(.*)')
+# llama.cpp's log lines carry a level letter after the time stamp: E = error.
+_LEVEL_E = re.compile(r"^\s*[\d.]+ E ")
 _BIND_FAILED = "couldn't bind HTTP server socket"
 _ERROR_LINE = re.compile(r"error|failed|invalid|unable|cannot|not found|no such", re.IGNORECASE)
 _NOT_A_SERVER = ("--ctx-size", "--port")
@@ -99,8 +102,38 @@ class LlamaServerSettings:
         return cls(prompt_cache=prompt_cache, cache_ram_mib=cache_ram, extra_args=tuple(extra))
 
 
-def server_args(launch: LaunchSpec, model_path: Path, port: int) -> list[str]:
-    """The command-line arguments (after the binary) of one instance."""
+# cfexp's Gemma 3 chat template (cfexp/serving/templates.py) in llama.cpp's Jinja:
+# system text folded into the first user turn after a blank line, contents
+# trimmed, an open model turn at the end; BOS comes from the tokenizer. The
+# embedded GGUF's own template is ChatML (<|im_start|>), which Gemma 3 was not
+# trained on: with this one both llamacpp backends give the model the same tokens.
+GEMMA3_TEMPLATE = """\
+{%- set ns = namespace(system='', first=true) -%}
+{%- for message in messages -%}
+{%- if message['role'] == 'system' -%}
+{%- set ns.system = ns.system + ('\\n\\n' if ns.system else '') + (message['content'] | trim) -%}
+{%- endif -%}
+{%- endfor -%}
+{%- for message in messages -%}
+{%- if message['role'] != 'system' -%}
+{{- '<start_of_turn>' + ('model' if message['role'] == 'assistant' else 'user') + '\\n' -}}
+{%- if ns.first and ns.system -%}{{- ns.system + '\\n\\n' -}}{%- endif -%}
+{%- set ns.first = false -%}
+{{- (message['content'] | trim) + '<end_of_turn>\\n' -}}
+{%- endif -%}
+{%- endfor -%}
+{%- if add_generation_prompt -%}{{- '<start_of_turn>model\\n' -}}{%- endif -%}
+"""
+
+
+def server_args(
+    launch: LaunchSpec, model_path: Path, port: int, chat_template: Path | None = None
+) -> list[str]:
+    """The command-line arguments (after the binary) of one instance.
+
+    ``chat_template``: a Jinja file for --chat-template-file (the embedded model
+    gets cfexp's Gemma 3 template); None = the model file's own template.
+    """
     settings = LlamaServerSettings.parse(launch.settings)
     args = [
         "--model", str(model_path),
@@ -114,6 +147,8 @@ def server_args(launch: LaunchSpec, model_path: Path, port: int) -> list[str]:
         "--n-gpu-layers", str(launch.gpu_layers),
         "--metrics",
     ]
+    if chat_template is not None:
+        args += ["--chat-template-file", str(chat_template)]
     cache_ram = settings.cache_ram_mib
     if not settings.prompt_cache:
         args.append("--no-cache-prompt")
@@ -199,8 +234,13 @@ def _instance_url(url: str, index: int) -> str:
 
 
 def _error_line(log_text: str) -> str | None:
-    """The server's own line saying what went wrong (the first that looks like an error)."""
-    for line in log_text.splitlines():
+    """The server's own line saying what went wrong: its first error-level line,
+    else the first that reads like an error (an assertion, a message without level)."""
+    lines = log_text.splitlines()
+    for line in lines:
+        if _LEVEL_E.match(line):
+            return line.strip()
+    for line in lines:
         if _ERROR_LINE.search(line) and "warning" not in line.lower():
             return line.strip()
     return None
@@ -234,8 +274,15 @@ class LlamaServerBackend:
         else:
             port = 0
         binary = self.binary(launch)
-        model_path = Path(launch.model_file) if launch.model_file else embedded_gguf()
-        args = server_args(launch, model_path, port)
+        template = None
+        if launch.model_file:
+            model_path = Path(launch.model_file)
+        else:  # the embedded model: cfexp's Gemma 3 template, kept with the server's log
+            model_path = embedded_gguf()
+            run_dir.mkdir(parents=True, exist_ok=True)
+            template = run_dir / "gemma3_chat_template.jinja"
+            template.write_text(GEMMA3_TEMPLATE)
+        args = server_args(launch, model_path, port, template)
         check_flags(binary, flags_of(args), LlamaServerSettings.parse(launch.settings).extra_args)
         argv = [str(binary), *args]
         launcher = launcher_path()
@@ -311,12 +358,19 @@ class LlamaServerBackend:
                 "a llama-server; use a newer llama.cpp, or backend.binary=null for the one cfexp builds. "
                 f"Its last log lines:\n{tail}"
             )
+        bad_value = _BAD_VALUE.search(text)
+        if bad_value is not None:
+            return (
+                f"llama-server {what} refused the value of {bad_value.group(1)} (exit {code}): "
+                f"{bad_value.group(2).strip()}. Check backend.slots, ctx, backend.threads, gpu_layers or "
+                f"backend.settings.extra_args. Its last log lines:\n{tail}"
+            )
         if _BIND_FAILED in text:
             return f"llama-server {what} could not bind its port (in use?). Its last log lines:\n{tail}"
         if "exiting due to model loading error" in text or "failed to load model" in text:
-            line = _error_line(text) or "(no error line)"
+            reason = _error_line(text) or "(no error line)"
             return (
-                f"llama-server {what} could not load <model.file={model_path}>: {line}. Give a GGUF file "
+                f"llama-server {what} could not load <model.file={model_path}>: {reason}. Give a GGUF file "
                 f"llama.cpp can load, or model.file=null for the embedded model. Its last log lines:\n{tail}"
             )
         line = _error_line(text)

@@ -10,6 +10,7 @@ import json
 import socket
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,7 @@ HELP_FLAGS = (
 )
 
 
-def launch(tmp_path: Path, binary: str = "", url: str | None = None, **settings: object) -> LaunchSpec:
+def launch(tmp_path: Path, binary: str = "", url: str | None = None, **settings: Any) -> LaunchSpec:
     model = tmp_path / "model.gguf"
     model.write_bytes(b"GGUF")
     return LaunchSpec(
@@ -70,7 +71,7 @@ def test_prompt_cache_off_turns_off_both_of_llama_servers_caches(tmp_path: Path)
         ({"extra_args": "--x"}, r"<backend.settings.extra_args=--x> must be a list of strings"),
     ],
 )
-def test_bad_settings_are_named(tmp_path: Path, settings: dict[str, object], message: str) -> None:
+def test_bad_settings_are_named(tmp_path: Path, settings: dict[str, Any], message: str) -> None:
     with pytest.raises(SetupError, match=message):
         server_args(launch(tmp_path, **settings), Path("/m.gguf"), 0)
 
@@ -114,6 +115,13 @@ def test_a_server_dying_at_start_gives_its_own_error_line_and_log(tmp_path: Path
 def test_a_flag_refused_at_run_time_is_named(tmp_path: Path) -> None:
     binary = fake_binary(tmp_path, HELP_FLAGS, 'echo "error: invalid argument: --metrics" >&2; exit 1')
     with pytest.raises(ServerStartError, match=r"refused the flag --metrics \(exit 1\): it is too old"):
+        LlamaServerBackend().start(launch(tmp_path, str(binary)), 0, tmp_path / "servers", 30)
+
+
+def test_a_value_refused_at_run_time_is_named_with_its_reason(tmp_path: Path) -> None:
+    run = 'echo "error while handling argument \\"--parallel\\": error: invalid value for n_parallel" >&2; exit 1'
+    binary = fake_binary(tmp_path, HELP_FLAGS, run)
+    with pytest.raises(ServerStartError, match=r"refused the value of --parallel \(exit 1\): error: invalid value"):
         LlamaServerBackend().start(launch(tmp_path, str(binary)), 0, tmp_path / "servers", 30)
 
 
