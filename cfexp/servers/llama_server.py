@@ -31,7 +31,9 @@ Flags from the config (docs/serving.md, "llama-server"):
 - ``backend.settings.prompt_cache`` false adds ``--no-cache-prompt`` and
   ``--cache-ram 0`` (no prefix reuse at all); ``cache_ram_mib`` sets
   ``--cache-ram``; ``extra_args`` are appended verbatim;
-- always ``--metrics`` (Prometheus ``/metrics``) and ``--alias model.name``.
+- always ``--metrics`` (Prometheus ``/metrics``) and ``--alias model.name``;
+- the embedded model: ``--chat-template-file`` with cfexp's Gemma 3 template
+  (:data:`GEMMA3_TEMPLATE`), since its GGUF ships ChatML.
 """
 
 from __future__ import annotations
@@ -217,6 +219,18 @@ def _health(base_url: str, timeout_s: float = 3.0) -> int | None:
         return None
 
 
+def _wait_loaded(base_url: str, timeout_s: float) -> None:
+    """An attached server may still be loading its model (503): wait for 200."""
+    deadline = time.monotonic() + timeout_s
+    while (status := _health(base_url)) != 200:
+        if time.monotonic() > deadline:
+            raise ServerUnreachableError(
+                f"the server at <backend.url={base_url}> answers GET /health with {status}, not 200, "
+                f"after {timeout_s:.0f} s: check it (is it loading a model?), or raise timeouts.server_start_s"
+            )
+        time.sleep(0.2)
+
+
 def _props(base_url: str) -> dict[str, Any]:
     try:
         response = httpx.get(f"{base_url}/props", timeout=10)
@@ -267,8 +281,15 @@ class LlamaServerBackend:
     def start(self, launch: LaunchSpec, index: int, run_dir: Path, timeout_s: float) -> ServerInstance:
         if launch.url is not None:
             base_url = _instance_url(launch.url, index)
-            if _health(base_url) is not None:  # a llama-server already runs there: attach
+            status = _health(base_url)
+            if status in (200, 503):  # a llama-server (ready or loading) runs there: attach
+                _wait_loaded(base_url, timeout_s)
                 return self._instance(launch, index, base_url, None)
+            if status is not None:
+                raise ServerUnreachableError(
+                    f"the server at <backend.url={base_url}> answers GET /health with HTTP {status}: "
+                    "it is not a llama-server. Check backend.url"
+                )
             self._may_start_at(launch, base_url)
             port = httpx.URL(base_url).port or 8080
         else:

@@ -6,15 +6,17 @@ The real llama-server with the real model: tests/servers/test_llama_server_real.
 
 from __future__ import annotations
 
+import http.server
 import json
 import socket
+import threading
 import stat
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cfexp.errors import ServerStartError, SetupError
+from cfexp.errors import ServerStartError, ServerUnreachableError, SetupError
 from cfexp.servers.base import LaunchSpec
 from cfexp.servers.llama_server import LlamaServerBackend, server_args
 from tests.app.test_e2e_sim import leftover_processes
@@ -155,3 +157,23 @@ def test_a_busy_port_at_the_url_is_named(tmp_path: Path) -> None:
         # Something listens there but does not answer HTTP: not a llama-server.
         with pytest.raises(ServerStartError, match=rf"port {port} is in use by something that is not a llama-server"):
             LlamaServerBackend().start(spec, 0, tmp_path / "servers", 10)
+
+
+def test_a_url_where_another_kind_of_server_answers_is_refused(tmp_path: Path) -> None:
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_error(404)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        with pytest.raises(ServerUnreachableError, match=r"answers GET /health with HTTP 404: it is not a llama-server"):
+            LlamaServerBackend().start(launch(tmp_path, "/bin/true", url=url), 0, tmp_path / "servers", 10)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -3,6 +3,7 @@ start, health, stop with no orphan, parallel slots vs a queue, and faults."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -171,8 +172,7 @@ def test_a_server_dying_mid_job_is_reported_by_the_liveness_check(tmp_path: Path
 
 
 def attach_spec(url: str) -> LaunchSpec:
-    base = spec()
-    return LaunchSpec(**{**base.__dict__, "url": url})
+    return dataclasses.replace(spec(), url=url)
 
 
 def test_a_url_where_a_llama_server_runs_is_attached_to(one_slot: ServerInstance, tmp_path: Path) -> None:
