@@ -40,7 +40,7 @@ def cached_build_command_s() -> float:
 def server_start_s(threads: int) -> float:
     launch = LaunchSpec(
         backend="llamaserver", api="openai", host="127.0.0.1", url=None, model_name="gemma3:270m",
-        model_file=None, n_layers=18, gpu_layers=0, ctx=512, threads=threads, slots=1,
+        model_file=None, n_layers=18, gpu_layers=0, ctx=512, threads=threads, slots=1, binary="",
     )
     with tempfile.TemporaryDirectory() as folder:
         started = time.monotonic()

@@ -388,11 +388,18 @@ class LlamaServerBackend:
             )
         if _BIND_FAILED in text:
             return f"llama-server {what} could not bind its port (in use?). Its last log lines:\n{tail}"
-        if "exiting due to model loading error" in text or "failed to load model" in text:
+        if "failed to load model" in text:
             reason = _error_line(text) or "(no error line)"
             return (
                 f"llama-server {what} could not load <model.file={model_path}>: {reason}. Give a GGUF file "
                 f"llama.cpp can load, or model.file=null for the embedded model. Its last log lines:\n{tail}"
+            )
+        if "failed to create context" in text or "failed to create_context" in text:
+            reason = _error_line(text) or "(no error line)"
+            return (
+                f"llama-server {what} exited with code {code} at start: it could not create its context "
+                f"({reason}). Check ctx, backend.slots and backend.settings.extra_args. "
+                f"Its last log lines:\n{tail}"
             )
         line = _error_line(text)
         said = f": {line}" if line else ""

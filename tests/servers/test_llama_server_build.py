@@ -26,7 +26,9 @@ project(fake_llama C)
 set(CMAKE_RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/bin)
 add_executable(llama-server main.c)
 add_executable(other other.c)
+file(WRITE ${CMAKE_BINARY_DIR}/bin/commit.txt "${LLAMA_BUILD_COMMIT}")
 """
+COMMIT = "0c1e57098bba43ac29e6e3b677cdceebdd22334f"
 MAIN = '#include <stdio.h>\nint main(void) { puts("%s"); return 0; }\n'
 
 
@@ -38,6 +40,8 @@ def make_sdist(path: Path, text: str = "fake llama-server", main_c: str | None =
         "fake_llama_cpp_python-1.0/vendor/llama.cpp/main.c": main_c if main_c is not None else MAIN % text,
         # Not a target the server needs: building it would fail.
         "fake_llama_cpp_python-1.0/vendor/llama.cpp/other.c": "this does not compile\n",
+        # The submodule's git metadata, outside vendor/llama.cpp as in the real sdist.
+        "fake_llama_cpp_python-1.0/.git/modules/vendor/llama.cpp/HEAD": COMMIT + "\n",
     }
     with tarfile.open(path, "w:gz") as archive:
         for name, content in files.items():
@@ -69,6 +73,9 @@ def test_the_first_use_builds_announces_and_stamps_later_ones_reuse(tmp_path: Pa
     assert stamp["source_sha256"] == llama_server_build.sha256_file(sdist)
     assert stamp["binary_sha256"] == llama_server_build.sha256_file(first.binary)
     assert stamp["recipe"]["target"] == "llama-server" and "-DGGML_NATIVE=ON" in stamp["recipe"]["cmake"]
+    # llama.cpp's commit, from the submodule's HEAD, reaches its CMake (for the build info).
+    assert stamp["llama_cpp_commit"] == COMMIT
+    assert "-DLLAMA_BUILD_COMMIT=0c1e570" in (first.binary.parent / "build.log").read_text()
     assert (first.binary.parent / "build.log").read_text().count("$ ") == 2  # configure, compile
     # Only the server's target was built (the other one does not even compile).
     said.clear()
@@ -169,6 +176,7 @@ def test_the_real_llama_server_is_built_and_cached_after_make() -> None:
     assert not built.built_now, "make llama-server should have built it"
     version = subprocess.run([built.binary, "--version"], capture_output=True, text=True, timeout=60)
     assert version.returncode == 0
-    assert "version:" in version.stdout + version.stderr
     stamp = built.stamp
+    commit = str(stamp["llama_cpp_commit"])
+    assert f"commit {commit[:7]}" in version.stdout + version.stderr  # the vendored llama.cpp's
     assert stamp["source"] == f"llama_cpp_python-{llama_server_build.pinned_version()}.tar.gz"

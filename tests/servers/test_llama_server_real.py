@@ -144,13 +144,15 @@ def test_a_model_it_cannot_load_gives_the_servers_own_error_line(tmp_path: Path)
 
 
 def test_a_server_dying_at_start_says_so_with_its_log(tmp_path: Path) -> None:
-    # A context size llama-server accepts, then fails an assertion on while it loads.
+    # A context size llama-server accepts as a flag, then cannot create a context with.
     launch = spec(extra_args=["--ctx-size", "-7"])
     with pytest.raises(ServerStartError) as caught:
         LlamaServerBackend().start(launch, 0, tmp_path / "servers", 300)
     message = str(caught.value)
-    assert "exited with code" in message and "at start: " in message
-    assert "GGML_ASSERT" in message and "Its last log lines" in message
+    assert "exited with code 1 at start: it could not create its context" in message
+    assert "failed to initialize the context: n_ctx_seq == 0" in message  # its own error line
+    assert "Its last log lines" in message
+    assert "could not load <model.file" not in message  # the model itself was fine
 
 
 def test_a_value_it_refuses_is_named(tmp_path: Path) -> None:
