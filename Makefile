@@ -2,14 +2,14 @@
 # Each target sets up what it needs (idempotently) before it runs.
 PY := .venv/bin/python
 
-.PHONY: run test check setup postgres rust lint test-rust test-python ui
+.PHONY: run test check setup postgres rust llama-server lint test-rust test-python ui
 
 ## Run the default experiment: Python agent, embedded Gemma 3 270M on llama.cpp.
 run: setup
 	$(PY) -m cfexp
 
 ## Run every test (Python and Rust) and the linters, exactly as CI does.
-test: setup postgres rust lint test-rust test-python
+test: setup postgres rust llama-server lint test-rust test-python
 
 ## Formatting, lint, types and all tests for both languages.
 check: test
@@ -24,6 +24,11 @@ postgres:
 ## Build every Rust agent variant (release, cached by cargo).
 rust:
 	./rust/build-all.sh
+
+## llama.cpp's llama-server for backend=llamaserver: built once from the pinned
+## llama.cpp source (several minutes on 2 cores), then cached in ~/.cache/cfexp.
+llama-server: setup
+	$(PY) -m cfexp.servers.llama_server_build
 
 ## Python lint (pyflakes, pycodestyle, bugbear, pyupgrade; config in pyproject.toml).
 lint:

@@ -62,7 +62,7 @@ class TopologyConfig:
     sample_interval_s: float = 0.5
     # auto | always | never: hold this host's lock from starting managed servers
     # until they stop, so parallel jobs on one host never share its cores or GPU
-    # (auto = for llamacpp/ollama servers cfexp starts; see docs/scale.md).
+    # (auto = for llamacpp/llamaserver/ollama servers cfexp starts; see docs/scale.md).
     host_lock: HostLockMode = HostLockMode.auto
 
 
@@ -78,7 +78,7 @@ class BackendConfig:
     # topology.lifecycle=external with several instances: one distinct URL per
     # instance (instance i = urls[i]); url is then unused.
     urls: list[str] = field(default_factory=list)
-    # ollama only: start `ollama serve` when url is on loopback, free, and ollama is on PATH.
+    # ollama, llamaserver: start the server when nothing answers at a free loopback url.
     start_if_absent: bool = True
     # Interface managed servers bind to (loopback only by design).
     host: str = "127.0.0.1"

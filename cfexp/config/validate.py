@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 from cfexp.config.schema import CfexpConfig
 from cfexp.data import DATA_DIR
 from cfexp.errors import ConfigError
-from cfexp.vocab import Backend, Lifecycle, MultiMode, Scenario
+from cfexp.vocab import Api, Backend, Lifecycle, MultiMode, Scenario
 
 # Topology names that fix their number of instances (multi takes topology.instances).
 TOPOLOGY_INSTANCES = {"single": 1, "dual": 2}
@@ -106,7 +107,9 @@ def _cross_field_problems(cfg: CfexpConfig) -> list[str]:
         if not _is_http_url(url):
             problems.append(f"<backend.url={url}> is not an http(s) URL: give one like http://127.0.0.1:11434")
     problems.extend(_server_address_problems(cfg))
-    if backend.name == Backend.llamacpp and cfg.model.file is not None:
+    if backend.name == Backend.llamaserver:
+        problems.extend(_llamaserver_problems(cfg))
+    if backend.name in (Backend.llamacpp, Backend.llamaserver) and cfg.model.file is not None:
         if Path(cfg.model.file).is_dir():
             problems.append(f"<model.file={cfg.model.file}> is a folder: give the path of a GGUF file inside it")
         elif not Path(cfg.model.file).is_file():
@@ -126,14 +129,18 @@ def _cross_field_problems(cfg: CfexpConfig) -> list[str]:
     return problems
 
 
+# Backends cfexp starts at the given URL (port + i per instance) when nothing answers there.
+_STARTS_AT_URL = (Backend.ollama, Backend.llamaserver)
+
+
 def attaches_only(cfg: CfexpConfig) -> bool:
     """Whether cfexp only attaches to running servers (it starts none): then N instances need N URLs."""
     backend = cfg.backend
     return (
         cfg.topology.lifecycle == Lifecycle.external
         or backend.name == Backend.openai
-        or (backend.name != Backend.ollama and (backend.url is not None or bool(backend.urls)))
-        or (backend.name == Backend.ollama and not backend.start_if_absent)
+        or (backend.name not in _STARTS_AT_URL and (backend.url is not None or bool(backend.urls)))
+        or (backend.name in _STARTS_AT_URL and not backend.start_if_absent)
     )
 
 
@@ -164,6 +171,22 @@ def _server_address_problems(cfg: CfexpConfig) -> list[str]:
         problems.append(
             f"<backend.urls={urls}> names one server twice: {topology.instances} instances need "
             f"{topology.instances} distinct servers, or the run would be a single one tagged {topology.name}"
+        )
+    return problems
+
+
+def _llamaserver_problems(cfg: CfexpConfig) -> list[str]:
+    problems: list[str] = []
+    if cfg.backend.api != Api.openai:
+        problems.append(
+            f"<backend.api={cfg.backend.api}> with backend=llamaserver: llama-server speaks the OpenAI API "
+            "only, use backend.api=openai"
+        )
+    binary = cfg.backend.binary
+    if binary is not None and shutil.which(binary) is None:
+        problems.append(
+            f"<backend.binary={binary}> is not an executable file nor a command on PATH: give the path of a "
+            "llama-server, or backend.binary=null for the one cfexp builds from llama.cpp's source"
         )
     return problems
 

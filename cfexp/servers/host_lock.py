@@ -16,8 +16,8 @@ leaves the host locked. The file also holds the holder's pid and job folder,
 so a waiting job can say whom it waits for.
 
 ``topology.host_lock``: ``auto`` (on for servers cfexp starts from a real
-engine, llamacpp or ollama; off for the simulator, which only sleeps, and for
-servers cfexp only attaches to), ``always`` or ``never``.
+engine, llamacpp, llamaserver or ollama; off for the simulator, which only
+sleeps, and for servers cfexp only attaches to), ``always`` or ``never``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 LOCK_FILE = "managed-servers.lock"
 # Backends whose servers run a real model; the simulator only sleeps.
-_REAL_ENGINES = ("llamacpp", "ollama")
+_REAL_ENGINES = ("llamacpp", "ollama", "llamaserver")
 # How often a waiting job repeats that it waits.
 _REMIND_S = 60.0
 
@@ -52,7 +52,9 @@ def lock_needed(cfg: CfexpConfig) -> bool:
         return False
     if backend.name == "llamacpp":
         return backend.url is None  # with a URL cfexp attaches to a `cfexp serve` started by hand
-    return backend.start_if_absent  # ollama: cfexp may start `ollama serve`
+    if backend.name == "llamaserver" and backend.url is None:
+        return True  # cfexp always starts it
+    return backend.start_if_absent  # ollama, llamaserver with a URL: cfexp may start the server
 
 
 def lock_dir() -> Path:

@@ -39,6 +39,7 @@ from cfexp.servers.cfexp_serving import CfexpServingBackend
 from cfexp.servers.external import OllamaBackend, OpenAIBackend
 from cfexp.servers.host_lock import HostLock, lock_needed
 from cfexp.servers.identify import identify
+from cfexp.servers.llama_server import LlamaServerBackend
 from cfexp.vocab import Lifecycle
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,8 @@ def backend_for(cfg: CfexpConfig) -> ServerBackend:
         return CfexpServingBackend(engine=name)
     if name == "openai":
         return OpenAIBackend(api_key=cfg.backend.api_key)
+    if name == "llamaserver":  # started (built on first use) or attached to at backend.url
+        return LlamaServerBackend(cache_dir=Path(cfg.paths.cache_dir))
     # ollama, and sim/llamacpp given a URL (a `cfexp serve` started by hand):
     # both speak Ollama's API, so attaching works the same way.
     return OllamaBackend()

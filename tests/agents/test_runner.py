@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import psutil
-import pytest
 
 from cfexp.agents.runner import AgentCommand, run_agent
 from cfexp.errors import ServerDiedError
