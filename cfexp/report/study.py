@@ -164,7 +164,7 @@ def success_rates(trials: pd.DataFrame, verdicts: pd.DataFrame, metrics: list[st
         g, n = wilson(int(tested.sum()), len(tested)), wilson(int(naive.sum()), len(naive))
         rows.append({
             "objective": name, "searched_trials": len(searched), "complete": len(gated_col),
-            "failed": failed, "not_finished": other, "untested_n_lt_3": int(gated_col.isna().sum()),
+            "failed": failed, "not_finished": other, "untested": int(gated_col.isna().sum()),
             "gated_successes": g.successes, "gated_n": g.n, "gated_rate": g.rate,
             "gated_ci_low": g.ci_low, "gated_ci_high": g.ci_high,
             "naive_successes": n.successes, "naive_n": n.n, "naive_rate": n.rate,

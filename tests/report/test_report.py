@@ -60,7 +60,7 @@ def test_filter_and_parent_select_runs(store: str, tmp_path: Path) -> None:
     assert "**7 runs**" in text and "Optimization success rate" not in text
     frame = query.search_runs(store, EXPERIMENT)
     parent = frame.loc[frame["is_parent"], "run_id"].iloc[0]
-    assert "**13 runs**" in _report(store, tmp_path / "p", parent_run_id=parent)
+    assert "**13 runs**" in _report(store, tmp_path / "p", sweeps=(parent,))
 
 
 def test_the_sql_fast_path_and_mlflows_client_agree(store: str, monkeypatch: pytest.MonkeyPatch) -> None:

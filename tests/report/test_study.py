@@ -40,11 +40,18 @@ def test_one_trial_run_is_tested_against_the_baselines_spread() -> None:
     assert repeated.test == "welch" and repeated.success_gated is True
 
 
-def test_constant_groups_succeed_only_in_the_tested_direction() -> None:
-    assert compare([5.0] * 3, [4.0] * 3, alternative="greater").welch_p == 1.0
-    assert compare([5.0] * 3, [6.0] * 3, alternative="greater").welch_p == 0.0
-    assert compare_to_reference([5.0] * 3, [4.0], alternative="greater").p == 1.0
-    assert compare_to_reference([5.0] * 3, [4.0], alternative="less").p == 0.0
+def test_constant_groups_are_untested_not_p_zero() -> None:
+    """Two groups without spread give no test (no p = 0 and no winner), whichever way they differ."""
+    for a, b in (([5.0] * 3, [4.0] * 3), ([5.0] * 3, [6.0] * 3), ([5.0] * 3, [5.0] * 3)):
+        for alternative in ("greater", "less", "two-sided"):
+            c = compare(a, b, alternative=alternative)
+            assert (c.welch_p, c.mannwhitney_p, c.note) == (None, None, "no variance")
+            assert c.diff == b[0] - a[0]
+    for x in (4.0, 6.0):
+        r = compare_to_reference([5.0] * 3, [x], alternative="greater")
+        assert (r.p, r.note) == (None, "no variance")
+    verdict = against_baseline([5.0] * 3, [6.0], True, 0.05)
+    assert (verdict.success_gated, verdict.better_mean, verdict.note) == (None, True, "no variance")
 
 
 def _trial(number: int, state: TrialState, gpu: int, temperature: float, values: list[float] | None,
@@ -99,7 +106,7 @@ def test_the_success_rate_of_a_constructed_study(constructed: tuple[StoredStudy,
     # throughput: 3 and 4 significantly better of 4 completed searched trials; 5 only on the mean
     tput = rates.loc["throughput_tok_s"]
     assert (tput["gated_successes"], tput["gated_n"], tput["naive_successes"], tput["naive_n"]) == (2, 4, 3, 4)
-    assert (tput["searched_trials"], tput["failed"], tput["untested_n_lt_3"]) == (5, 1, 0)
+    assert (tput["searched_trials"], tput["failed"], tput["untested"]) == (5, 1, 0)
     wilson = stats.binomtest(2, 4).proportion_ci(method="wilson")
     assert (tput["gated_ci_low"], tput["gated_ci_high"]) == pytest.approx((wilson.low, wilson.high))
     ttft = rates.loc["ttft_ms"]
@@ -127,7 +134,7 @@ def test_without_enough_baseline_runs_nothing_is_tested(constructed: tuple[Store
     two = StoredStudy(stored.name, stored.storage, stored.metrics, stored.directions,
                       [t for t in stored.trials if t.number != 2])
     rates = study_tables(two, runs, alpha=0.05).rates.set_index("objective")
-    assert (rates.loc["throughput_tok_s", "gated_n"], rates.loc["throughput_tok_s", "untested_n_lt_3"]) == (0, 4)
+    assert (rates.loc["throughput_tok_s", "gated_n"], rates.loc["throughput_tok_s", "untested"]) == (0, 4)
     assert rates.loc["throughput_tok_s", "naive_n"] == 4
 
 
