@@ -142,11 +142,17 @@ def multi_agent_runs_table(frame: pd.DataFrame) -> str:
     return frame_rows(frame, [
         ("config", lambda r: r["config"]),
         ("run id", lambda r: f"`{r['run_id']}`"),
-        ("parallel efficiency %", lambda r: num(r.get("parallel_efficiency_pct"))),
-        ("speedup", lambda r: num(r.get("speedup"))),
+        ("parallel efficiency %", lambda r: _flagged(r, "parallel_efficiency_pct")),
+        ("speedup", lambda r: _flagged(r, "speedup")),
         ("drift %", lambda r: num(r.get("drift_pct"))),
         ("measurement warnings", lambda r: r["measurement_warnings"].replace(" | ", "; ")),
     ])
+
+
+def _flagged(row: pd.Series, metric: str) -> str:
+    """A per-run value, marked when it is out of range (excluded from every statistic)."""
+    text = num(row.get(metric))
+    return text + " (out of range, excluded)" if metric in str(row.get("out_of_range", "")).split(",") else text
 
 
 def trend_table(frame: pd.DataFrame) -> str:

@@ -6,6 +6,7 @@ report.md, sorted so the same runs give the same rows.
 
 from __future__ import annotations
 
+import math
 from itertools import combinations
 
 import numpy as np
@@ -36,6 +37,25 @@ NO_DIFFERENCE = "no significant difference"
 
 def present_metrics(used: pd.DataFrame) -> list[str]:
     return [m for m in METRICS if f"metrics.{m}" in used.columns and used[f"metrics.{m}"].notna().any()]
+
+
+def grid_coverage(used: pd.DataFrame, factors: list[str]) -> tuple[int, int]:
+    """(configs with finished runs, combinations of the factors' levels a full grid has).
+
+    A factor whose level another factor's level fixes (``language`` by
+    ``runtime``) adds no combinations of its own.
+    """
+    if not factors or used.empty:
+        return (int(used["config"].nunique()), int(used["config"].nunique()))
+    independent = [
+        f for f in factors
+        if not any(g != f and (used.groupby(g)[f].nunique() <= 1).all() and used[g].nunique() > used[f].nunique()
+                   for g in factors)
+    ]
+    combinations_ = 1
+    for f in independent:
+        combinations_ *= int(used[f].nunique())
+    return int(used["config"].nunique()), combinations_
 
 
 def config_stats(used: pd.DataFrame, factors: list[str], removed: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -181,19 +201,28 @@ def _column(group: pd.DataFrame, column: str) -> np.ndarray:
 MULTI_AGENT_COLUMNS = ("agents", "speedup", "parallel_efficiency_pct", "overlap_efficiency_pct", "drift_pct")
 
 
-def multi_agent_runs(used: pd.DataFrame) -> pd.DataFrame:
-    """One row per multi-agent run: speedup, efficiencies, drift, contended agents, measurement warnings."""
+def multi_agent_runs(used: pd.DataFrame, removed: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per multi-agent run: speedup, efficiencies, drift, contended agents, measurement warnings.
+
+    A value removed as out of range (``removed``) is shown here with its run,
+    named in ``out_of_range``: this table lists runs, it ranks nothing.
+    """
     present = [c for c in MULTI_AGENT_COLUMNS if f"metrics.{c}" in used.columns]
     if "parallel_efficiency_pct" not in present and "speedup" not in present:
         return pd.DataFrame()
-    multi = used[used[[f"metrics.{c}" for c in present]].notna().any(axis=1)]
+    gone = removed if removed is not None and not removed.empty else pd.DataFrame(columns=["run_id", "metric", "value"])
+    raw = {(r["run_id"], r["metric"]): r["value"] for _, r in gone.iterrows()}
+    multi = used[used[[f"metrics.{c}" for c in present]].notna().any(axis=1) | used["run_id"].isin(set(gone["run_id"]))]
     flags = sorted(c for c in used.columns if c.startswith("metrics.agent_") and c.endswith("_contended"))
     rows = []
     for _, run in multi.iterrows():
         contended = [run[f] for f in flags if pd.notna(run[f])]
+        values = {c: raw.get((run["run_id"], c), run[f"metrics.{c}"]) for c in present}
+        if pd.isna(values.get("parallel_efficiency_pct", math.nan)) and pd.isna(values.get("speedup", math.nan)):
+            continue
         rows.append({
-            "config": run["config"], "run_id": run["run_id"],
-            **{c: run[f"metrics.{c}"] for c in present},
+            "config": run["config"], "run_id": run["run_id"], **values,
+            "out_of_range": ",".join(c for c in present if (run["run_id"], c) in raw),
             "contended_agents": int(sum(contended)) if contended else None,
             "warnings": int(run["warnings"]),
             "measurement_warnings": run["warning_text"],

@@ -247,6 +247,13 @@ def _section(
                   "ones (cold start, warming, drift): read every comparison below with that in mind, and see "
                   "\"Run order\".", ""]
 
+    present, full = tables.grid_coverage(used, factors)
+    if present < full:
+        lines += [f"> **Incomplete grid**: {present} of the {full} combinations of the swept factors have finished "
+                  "runs (failed jobs, or runs that do not form a full grid). A comparison pooled over the other "
+                  "factors then sets levels against each other over different mixes of them: read the per-config "
+                  "rows.", ""]
+
     stats = tables.config_stats(used, factors, removed)
     lines += ["### Per-config statistics", "",
               "n: runs with a value; the 95 % CI of the mean needs at least 3 runs (\"n<3\"). "
@@ -276,7 +283,7 @@ def _section(
                   f"CSV: `{_csv(comparisons, out, f'{prefix}comparisons.csv')}`.", ""]
 
     lines += _success(used, factors, options, out, prefix)
-    lines += _multi_agent(used, out, prefix)
+    lines += _multi_agent(used, removed, out, prefix)
 
     if not order.empty:
         lines += ["### Run order", "",
@@ -300,9 +307,9 @@ def _section(
     return lines
 
 
-def _multi_agent(used: pd.DataFrame, out: Path, prefix: str) -> list[str]:
+def _multi_agent(used: pd.DataFrame, removed: pd.DataFrame, out: Path, prefix: str) -> list[str]:
     contention = tables.contention(used)
-    runs = tables.multi_agent_runs(used)
+    runs = tables.multi_agent_runs(used, removed)
     if contention.empty and runs.empty:
         return []
     lines = ["### Multi-agent contention and efficiency", ""]

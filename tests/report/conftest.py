@@ -26,17 +26,18 @@ def _empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "mlflow.db"
 
 
+def copy_store(template: Path, folder: Path) -> tuple[str, Tracker]:
+    """(sqlite URI, Tracker) of a copy of the empty store ``template`` in ``folder/mlruns``."""
+    (folder / "mlruns").mkdir(parents=True)
+    shutil.copyfile(template, folder / "mlruns" / "mlflow.db")
+    uri = f"sqlite:///{folder}/mlruns/mlflow.db"
+    return uri, Tracker(uri, folder / "mlruns" / "artifacts")
+
+
 @pytest.fixture
 def new_store(_empty_store: Path) -> NewStore:
     """``new_store(folder)`` -> (sqlite URI, Tracker) of an empty store in ``folder/mlruns``."""
-
-    def make(folder: Path) -> tuple[str, Tracker]:
-        (folder / "mlruns").mkdir(parents=True)
-        shutil.copyfile(_empty_store, folder / "mlruns" / "mlflow.db")
-        uri = f"sqlite:///{folder}/mlruns/mlflow.db"
-        return uri, Tracker(uri, folder / "mlruns" / "artifacts")
-
-    return make
+    return lambda folder: copy_store(_empty_store, folder)
 
 
 def _throughput(language: str, mode: str, rep: int) -> float:
@@ -68,6 +69,7 @@ def store(tmp_path: Path, new_store: NewStore) -> str:
                     "throughput_tok_s": tput, "ttft_ms": 5000.0 / tput, "e2e_ms": 50000.0 / tput,
                     "agent_startup_ms": {"python": 400.0, "rust": 3.0}[language] + rep,
                     "agent_peak_rss_mb": {"python": 30.0, "rust": 3.5}[language] + rep * 0.1,
+                    "output_tokens": 128.0 - rep,
                 })
                 tracker.end_run(run, "FINISHED")
     failed = tracker.start_run(EXPERIMENT, "asyncio configured 3", {"provenance": "simulated",
