@@ -98,7 +98,8 @@ def test_pooling_designs_warns_and_stratifies(tour: tuple[str, dict[str, str]], 
     text = generate_report(ReportOptions(EXPERIMENT, uri, out_dir=out, all_runs=True)).read_text()
     assert "Scope: every run of the experiment (`--all`): 3 sweep(s) and 1 run(s) outside any sweep." in text
     assert "> **Mixed designs**: these runs come from 3 designs" in text
-    assert f"| D1 | `{sweeps['S1']}` `{sweeps['S3']}` | 12 | `runtime` |" in text
+    d1 = " ".join(f"`{s}`" for s in sorted((sweeps["S1"], sweeps["S3"])))
+    assert f"| D1 | {d1} | 12 | `runtime` |" in text
     assert f"| D2 | `{sweeps['S2']}` | 3 | none |" in text
     assert "| D3 | (runs outside any sweep) | 1 | none |" in text
     assert "| `num_predict` | 128 | 32 | 128 |" in text

@@ -17,7 +17,8 @@ from cfexp.report.stats import compare, compare_to_reference
 from cfexp.report.study import study_tables
 from cfexp.report.study_store import StoredStudy
 from cfexp.report.success import against_baseline
-from cfexp.tracking.store import Tracker
+from tests.report import hand
+from tests.report.conftest import NewStore
 
 STUDY = "cfexp-test"
 SPACE = {"gpu_layers": CategoricalDistribution([6, 12, 80]), "temperature": FloatDistribution(0.2, 1.2)}
@@ -139,16 +140,14 @@ def test_without_enough_baseline_runs_nothing_is_tested(constructed: tuple[Store
 
 
 def test_the_report_shows_a_study_from_its_storage(constructed: tuple[StoredStudy, pd.DataFrame],
-                                                   tmp_path: Path) -> None:
+                                                   tmp_path: Path, new_store: NewStore) -> None:
     """A store made with cfexp's Tracker and an Optuna SQLite storage, as a search leaves them."""
     stored, _ = constructed
     storage = f"sqlite:///{tmp_path}/optuna.db"
     study = optuna.create_study(storage=storage, study_name=STUDY, directions=stored.directions)
     study.set_user_attr("cfexp.objectives", stored.metrics)
     study.add_trials(stored.trials)
-    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
-    (tmp_path / "mlruns").mkdir()
-    tracker = Tracker(uri, tmp_path / "mlruns" / "artifacts")
+    uri, tracker = new_store(tmp_path)
     parent = tracker.start_run("search", "sweep", {"cfexp.sweep": "parent", "optuna.study": STUDY,
                                                    "optuna.storage": storage})
     run_ids = {}
@@ -167,7 +166,18 @@ def test_the_report_shows_a_study_from_its_storage(constructed: tuple[StoredStud
     assert "8 trials in the study, 8 with a run among these runs (0 without: not shown). Of these: " \
            "7 complete, 1 failed; 3 baseline runs." in text
     assert f"| 3 | `{run_ids[3]}` |" in text and f"| 4 | `{run_ids[4]}` |" in text  # the Pareto front
-    assert "| throughput_tok_s | 5 | 1 | 2/4 = 50.0% [" in text  # gated: 2 of 4 completed; 1 failed apart
+    # The success rates are in report.md itself, gated and naive, with their Wilson intervals
+    # (throughput: trials 3, 4 significant, 5 better on the mean; TTFT: 3; 3 and 5; both: 3; 3 and 5).
+    section = text.split("### Optimization success rate against the baseline", 1)[1]
+    for objective, gated, naive in (("throughput_tok_s", 2, 3), ("ttft_ms", 1, 2), ("all objectives", 1, 2)):
+        row = f"| {objective} | 5 | 1 | {hand.rate_cell(gated, 4)} | 0 | {hand.rate_cell(naive, 4)} |"
+        assert row in section, row
+    verdicts = pd.read_csv(tmp_path / "report" / "study_success.csv")
+    for _, v in verdicts.iterrows():  # t = (x − mean) / (s·√(1 + 1/3)) on 2 degrees of freedom, one-sided
+        baseline = {"throughput_tok_s": (100.0, 1.0), "ttft_ms": (50.0, 1.0)}[v["metric"]]
+        t = (v["value"] - baseline[0]) / (baseline[1] * math.sqrt(1 + 1 / 3))
+        expected = stats.t.sf(t, 2) if v["direction"] == "maximize" else stats.t.cdf(t, 2)
+        assert v["p_one_sided"] == pytest.approx(expected), (v["trial"], v["metric"])
     trials = pd.read_csv(tmp_path / "report" / "study_trials.csv")
     failed = trials[trials["trial"] == 7].iloc[0]
     assert failed["state"] == "FAIL" and failed["run_id"] == run_ids[7]
