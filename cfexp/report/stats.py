@@ -44,7 +44,8 @@ class Summary:
 
 def _clean(values: Sequence[float] | np.ndarray) -> np.ndarray:
     array = np.asarray(values, dtype=float)
-    return array[np.isfinite(array)]
+    finite: np.ndarray = array[np.isfinite(array)]
+    return finite
 
 
 def describe(values: Sequence[float] | np.ndarray, confidence: float = CONFIDENCE) -> Summary:

@@ -121,7 +121,7 @@ def pairs(used: pd.DataFrame, factors: list[str], rule: SuccessRule) -> pd.DataF
             continue
         candidate = grouped[key]
         comparison = compare(
-            base[metric].dropna(), candidate[metric].dropna(),
+            base[metric].dropna().to_numpy(dtype=float), candidate[metric].dropna().to_numpy(dtype=float),
             alternative="greater" if rule.higher_is_better else "less",
         )
         gated: bool | None = None
