@@ -304,7 +304,7 @@ Signature = tuple[tuple[str, tuple[str, ...]], ...]
 def _signature(group: pd.DataFrame, columns: list[str]) -> Signature:
     """Each candidate param with its sorted distinct values over the group's runs (every status)."""
     return tuple(
-        (c, tuple(sorted({str(v) for v in group[c].fillna(MISSING)}, key=sort_key))) for c in columns
+        (c, tuple(sorted(group[c].fillna(MISSING).astype(str).unique(), key=sort_key))) for c in columns
     )
 
 
@@ -420,15 +420,15 @@ def remove_out_of_range(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]
     noise put at 100.4 % would go and bias its mean down.)
     """
     runs = runs.copy()
-    tagged = _texts(runs, OUT_OF_RANGE_TAG)
-    named = tagged.map(lambda t: {n.strip() for n in t.split(",") if n.strip()})
+    names = _texts(runs, OUT_OF_RANGE_TAG).str.split(",").explode().str.strip()
+    names = names[names != ""]
     drift = _numbers(runs, "metrics.drift_pct")
     tolerance = drift.fillna(0.0).clip(lower=MIN_TOLERANCE_PCT) / 100
     rows = []
     for column in sorted(c for c in runs.columns if c.startswith("metrics.")):
         name = column.removeprefix("metrics.")
         values = pd.to_numeric(runs[column], errors="coerce")
-        flagged = named.map(lambda names, n=name: n in names) & values.notna()
+        flagged = pd.Series(runs.index.isin(names.index[names == name]), index=runs.index) & values.notna()
         reason = pd.Series("", index=runs.index).where(~flagged, "run's out_of_range_metrics tag")
         metric = catalog.lookup(name)
         if metric is not None and (metric.low is not None or metric.high is not None):
@@ -438,12 +438,13 @@ def remove_out_of_range(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]
             bound = f"outside the catalogue's range [{_bound(metric.low)}, {_bound(metric.high)}]"
             reason = reason.where(~(beyond & ~flagged), bound)
             flagged = flagged | beyond
-        for index in runs.index[flagged]:
-            rows.append({"run_id": runs.at[index, "run_id"], "metric": name, "value": float(values[index]),
-                         "reason": reason[index]})
+        if flagged.any():
+            rows.append(pd.DataFrame({"run_id": runs.loc[flagged, "run_id"], "metric": name,
+                                      "value": values[flagged], "reason": reason[flagged]}))
         runs.loc[flagged, column] = math.nan
-    table = pd.DataFrame(rows, columns=["run_id", "metric", "value", "reason"])
-    return runs, table.sort_values(["run_id", "metric"]).reset_index(drop=True)
+    columns = ["run_id", "metric", "value", "reason"]
+    table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=columns)
+    return runs, table[columns].sort_values(["run_id", "metric"]).reset_index(drop=True)
 
 
 def _bound(value: float | None) -> str:

@@ -69,7 +69,8 @@ def study_tables(study: StoredStudy, runs: pd.DataFrame, alpha: float) -> StudyT
     values = {int(r["trial"]): [r[f"value {m}"] for m in study.metrics] for _, r in trials.iterrows()}
     usable = [t for t in complete if all(_finite(v) for v in values[t.number])]
     if len(usable) < len(complete):
-        notes.append(f"{len(complete) - len(usable)} completed trial(s) lack an objective metric in their run.")
+        notes.append(f"{len(complete) - len(usable)} completed trial(s) lack an objective metric in their run "
+                     "(not logged, or out of its physical range: see the appendix).")
     memory = _memory_study(study, usable, values)
     best = _best(memory, trials, study)
     importances, method = _importances(memory, study, notes)

@@ -68,15 +68,16 @@ def config_stats(used: pd.DataFrame, factors: list[str], removed: pd.DataFrame |
     rows = []
     gone = removed if removed is not None and not removed.empty else pd.DataFrame(columns=["run_id", "metric"])
     metrics = sorted(set(present_metrics(used)) | (set(gone["metric"]) & set(METRICS)), key=METRICS.index)
+    config_of = used.set_index("run_id")["config"]
+    counts = gone.assign(config=gone["run_id"].map(config_of)).groupby(["config", "metric"]).size().to_dict()
     for config, group in used.groupby("config", sort=False):
         base = {short(c): group[c].iloc[0] for c in factors}
         run_ids = " ".join(sorted(group["run_id"]))
-        mine = gone[gone["run_id"].isin(set(group["run_id"]))]
         for metric in metrics:
             column = f"metrics.{metric}"
             values = group[column].to_numpy(dtype=float) if column in group.columns else np.array([])
             summary = describe(values)
-            out_of_range = int((mine["metric"] == metric).sum())
+            out_of_range = int(counts.get((config, metric), 0))
             if summary.n == 0 and out_of_range == 0:
                 continue
             rows.append({

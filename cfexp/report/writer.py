@@ -32,6 +32,8 @@ ENV_TAGS = (
     "backend", "backend_version", "model", "model_digest", "code_version", "rustc", "env.packages",
 )
 PLOTTED = tuple(catalog.plotted())
+# Per-run lists (out of range, warnings) show at most this many rows in report.md; their CSVs have all.
+MAX_LISTED = 50
 # Optuna trial states as the study section words them.
 _STATES = {"COMPLETE": "complete", "FAIL": "failed", "RUNNING": "running", "WAITING": "waiting", "PRUNED": "pruned"}
 
@@ -329,7 +331,7 @@ def _multi_agent(used: pd.DataFrame, removed: pd.DataFrame, out: Path, prefix: s
             lines += ["No multi-agent run carries a measurement warning.", ""]
         else:
             lines += [f"{len(warned)} of {len(runs)} runs carry measurement warnings, beside their efficiency:",
-                      "", md.multi_agent_runs_table(warned), ""]
+                      "", md.multi_agent_runs_table(warned.head(MAX_LISTED)), *_more(len(warned), f"{prefix}multi_agent_runs.csv"), ""]
     return lines
 
 
@@ -454,7 +456,8 @@ def _appendix(runset: RunSet, out: Path) -> list[str]:
                   "Named by the run's `out_of_range_metrics` tag (the harness's check against the run's own "
                   "bounds, e.g. speedup ≤ agents), or beyond the catalogue's range (docs/metrics.md) by more than "
                   "the run's noise floor. Reported here, never ranked: they are in no statistic, comparison or "
-                  "rate.", "", md.out_of_range_table(removed), "",
+                  "rate.", "", md.out_of_range_table(removed.head(MAX_LISTED)),
+                  *_more(len(removed), "out_of_range.csv"), "",
                   f"CSV: `{_csv(removed, out, 'out_of_range.csv')}`.", ""]
     warned = tables.warning_list(runs)
     if not warned.empty:
@@ -462,7 +465,8 @@ def _appendix(runset: RunSet, out: Path) -> list[str]:
             warned = warned.assign(design="")
         lines += ["### Measurement warnings", "",
                   "Every run whose numbers the harness flagged as doubtful (its `measurement_warnings` tag), "
-                  "with each warning.", "", md.warnings_table(warned), "",
+                  "with each warning.", "", md.warnings_table(warned.head(MAX_LISTED)),
+                  *_more(len(warned), "measurement_warnings.csv"), "",
                   f"CSV: `{_csv(warned, out, 'measurement_warnings.csv')}`.", ""]
     lines += ["### Runs per config (used)", ""]
     keys = ["provenance", "design", "config"]
@@ -470,6 +474,10 @@ def _appendix(runset: RunSet, out: Path) -> list[str]:
             for (provenance, design, config), g in runset.used.groupby(keys, sort=False)]
     lines += [md.table(["provenance", *(["design"] if several else []), "config", "n", "run ids"], rows), ""]
     return lines
+
+
+def _more(total: int, where: str) -> list[str]:
+    return ["", f"… and {total - MAX_LISTED} more rows: {where}."] if total > MAX_LISTED else []
 
 
 def _config(run: pd.Series, several: bool) -> str:
