@@ -163,7 +163,7 @@ def trend_table(frame: pd.DataFrame) -> str:
         ("Spearman ρ", lambda r: num(r["rho"], 3)),
         ("p", lambda r: pvalue(r["p"])),
         ("Holm p", lambda r: pvalue(r["p_holm"])),
-        ("p-value", lambda r: r["method"]),
+        ("p from", lambda r: r["method"]),
         ("trend", lambda r: r["trend"]),
     ])
 

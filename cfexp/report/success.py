@@ -247,6 +247,7 @@ def rate_difference_p(rate_table: pd.DataFrame, prefix: str) -> float | None:
 
 
 __all__ = [
-    "DEFAULT_BASELINE", "DEFAULT_METRIC", "MIN_N_TEST", "SuccessRule", "check_rule", "Verdict", "against_baseline", "pairs", "rate_difference_p",
+    "DEFAULT_BASELINE", "DEFAULT_METRIC", "MIN_N_TEST", "SuccessRule", "Verdict", "against_baseline", "check_rule",
+    "pairs", "rate_difference_p",
     "rates",
 ]

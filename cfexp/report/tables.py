@@ -213,7 +213,8 @@ def multi_agent_runs(used: pd.DataFrame, removed: pd.DataFrame | None = None) ->
         return pd.DataFrame()
     gone = removed if removed is not None and not removed.empty else pd.DataFrame(columns=["run_id", "metric", "value"])
     raw = {(r["run_id"], r["metric"]): r["value"] for _, r in gone.iterrows()}
-    multi = used[used[[f"metrics.{c}" for c in present]].notna().any(axis=1) | used["run_id"].isin(set(gone["run_id"]))]
+    has_value = used[[f"metrics.{c}" for c in present]].notna().any(axis=1)
+    multi = used[has_value | used["run_id"].isin(set(gone["run_id"]))]
     flags = sorted(c for c in used.columns if c.startswith("metrics.agent_") and c.endswith("_contended"))
     rows = []
     for _, run in multi.iterrows():

@@ -8,6 +8,7 @@ that changes between two generations is the one starting with
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cfexp.errors import ConfigError
+from cfexp.errors import CfexpError, ConfigError
 from cfexp.filenames import safe_name
 from cfexp.metrics import catalog
 from cfexp.report import markdown as md
@@ -60,11 +61,17 @@ def generate_report(options: ReportOptions) -> Path:
     if not 0 < options.alpha < 1:
         raise ConfigError(f"<alpha={options.alpha}> must be between 0 and 1 (e.g. 0.05)")
     out = options.out_dir or Path("reports") / safe_name(options.experiment)  # a name, never a path
-    _require_writable(out)
-    runset = load_runs(
-        options.tracking_uri, options.experiment, options.filter_string, options.sweeps, options.all_runs
-    )
-    success.check_rule(options.success_rule, runset.used, options.success_metric_given)
+    created = not out.exists()
+    _require_writable(out)  # before reading a large store
+    try:
+        runset = load_runs(
+            options.tracking_uri, options.experiment, options.filter_string, options.sweeps, options.all_runs
+        )
+        success.check_rule(options.success_rule, runset.used, options.success_metric_given)
+    except CfexpError:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)  # a mistake leaves no empty report folder behind
+        raise
     try:
         return write_report(runset, options, out)
     except OSError as exc:
@@ -331,7 +338,8 @@ def _multi_agent(used: pd.DataFrame, removed: pd.DataFrame, out: Path, prefix: s
             lines += ["No multi-agent run carries a measurement warning.", ""]
         else:
             lines += [f"{len(warned)} of {len(runs)} runs carry measurement warnings, beside their efficiency:",
-                      "", md.multi_agent_runs_table(warned.head(MAX_LISTED)), *_more(len(warned), f"{prefix}multi_agent_runs.csv"), ""]
+                      "", md.multi_agent_runs_table(warned.head(MAX_LISTED)),
+                      *_more(len(warned), f"{prefix}multi_agent_runs.csv"), ""]
     return lines
 
 
@@ -470,7 +478,8 @@ def _appendix(runset: RunSet, out: Path) -> list[str]:
                   f"CSV: `{_csv(warned, out, 'measurement_warnings.csv')}`.", ""]
     lines += ["### Runs per config (used)", ""]
     keys = ["provenance", "design", "config"]
-    rows = [[provenance, *([design] if several else []), config, len(g), " ".join(f"`{i}`" for i in sorted(g["run_id"]))]
+    rows = [[provenance, *([design] if several else []), config, len(g),
+             " ".join(f"`{i}`" for i in sorted(g["run_id"]))]
             for (provenance, design, config), g in runset.used.groupby(keys, sort=False)]
     lines += [md.table(["provenance", *(["design"] if several else []), "config", "n", "run ids"], rows), ""]
     return lines

@@ -39,7 +39,7 @@ def test_a_mistake_is_one_paragraph_and_exit_2(
     assert _run(store, tmp_path / "out", *args) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"cfexp: {message}") and err.count("\n") == 1 and "Traceback" not in err
-    assert not (tmp_path / "out" / "report.md").exists()
+    assert not (tmp_path / "out").exists()  # nothing written, not even an empty folder
 
 
 def test_an_output_folder_that_cannot_be_written(store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
