@@ -167,10 +167,11 @@ def load_runs(
     parents = parents[parents["is_parent"]].reset_index(drop=True)
     children = frame[~frame["is_parent"]].reset_index(drop=True)
     runs, scope = select_scope(children, parents, sweeps, all_runs)
+    if runs.empty and scope.kind == "sweeps":
+        raise TrackingError(f"no job runs match {what} in <sweep={','.join(sweeps)}>: its jobs recorded no runs "
+                            "(or none matches the filter); --all reports every run of the experiment")
     if runs.empty:
-        where = {"latest": " in the latest sweep", "sweeps": " in the sweeps asked for"}.get(scope.kind, "")
-        hint = " (--all widens the report to every sweep)" if scope.kind != "all" else ""
-        raise TrackingError(f"no job runs match {what}{where}: their jobs recorded no runs{hint}")
+        raise TrackingError(f"only sweep parent runs match {what}: their jobs recorded no runs")
     source = {"tracking_uri": uri, "experiment": experiment, "filter": filter_string}
     return prepare(runs, parents, source, scope)
 
