@@ -168,3 +168,21 @@ def test_infrastructure_keys() -> None:
                 "model.name", "model.file", "topology.warmup_calls", "ctx", "num_predict", "seed", "prompt_cache",
                 "scenario.contention_threshold_pct"):
         assert not is_infrastructure(f"params.{key}"), key
+
+
+def test_an_incomplete_grid_is_said_and_a_nested_factor_adds_no_combinations() -> None:
+    """runtime fixes language (4 runtimes, 2 languages): 4 x 2 ctx = 8 combinations, not 16."""
+    from cfexp.report.tables import grid_coverage
+
+    language = {"asyncio": "python", "uvloop": "python", "tokio": "rust", "smol": "rust"}
+    rows = [{"run_id": f"{rt}-{ctx}-{rep}", "parent_run_id": "s", "status": "FINISHED", "params.runtime.name": rt,
+             "params.language": language[rt], "params.ctx": ctx, "params.repetition": str(rep)}
+            for rt in language for ctx in ("512", "1024") for rep in range(2)]
+    runset = prepare(pd.DataFrame(rows), pd.DataFrame(), {})
+    assert runset.factors == ["params.language", "params.runtime.name", "params.ctx"]
+    assert grid_coverage(runset.used, runset.factors) == (8, 8)
+    # The jobs of one config all failed: 7 of 8.
+    failed = pd.DataFrame(rows).assign(status=lambda f: f["status"].where(~f["run_id"].str.startswith("smol-1024"),
+                                                                             "FAILED"))
+    runset = prepare(failed, pd.DataFrame(), {})
+    assert grid_coverage(runset.used, runset.factors) == (7, 8)
