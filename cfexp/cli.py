@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cfexp.errors import CfexpError
+from cfexp.errors import CfexpError, ConfigError
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -55,24 +55,42 @@ def _ui(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     # Imported here: pandas, scipy and matplotlib are for this command only.
     from cfexp.report import ReportOptions, SuccessRule, generate_report
+    from cfexp.report.success import DEFAULT_METRIC
     from cfexp.tracking.query import default_uri
 
-    baseline = dict(item.split("=", 1) for item in args.baseline.split(",")) if args.baseline else None
     options = ReportOptions(
         experiment=args.experiment,
         tracking_uri=args.tracking_uri or default_uri(),
         out_dir=Path(args.out) if args.out else None,
         filter_string=args.filter or "",
-        parent_run_id=args.parent,
+        sweeps=tuple(args.sweeps or ()),
+        all_runs=args.all_runs,
         alpha=args.alpha,
         success_rule=SuccessRule(
-            metric=args.success_metric, higher=args.higher_is_better, alpha=args.alpha, baseline=baseline,
+            metric=args.success_metric or DEFAULT_METRIC, higher=args.higher_is_better, alpha=args.alpha,
+            baseline=_baseline(args.baseline),
         ),
+        success_metric_given=args.success_metric is not None,
         study_storage=args.study_storage,
     )
     path = generate_report(options)
     print(f"report written: {path}")
     return 0
+
+
+def _baseline(text: str | None) -> dict[str, str] | None:
+    """``key=value[,key=value]`` -> a dict; a malformed one is a ConfigError naming it."""
+    if not text:
+        return None
+    items = [item.strip() for item in text.split(",")]
+    bad = [item for item in items if "=" not in item or not item.split("=", 1)[0].strip()]
+    if bad:
+        raise ConfigError(
+            f"<baseline={text}> is not key=value[,key=value] (cannot read {', '.join(repr(b) for b in bad)}): "
+            "name the baseline config by its params, e.g. --baseline options_mode=server_defaults or "
+            "--baseline gpu_layers=80,ctx=1024"
+        )
+    return {k.strip(): v.strip() for k, v in (item.split("=", 1) for item in items)}
 
 
 def _sync(args: argparse.Namespace) -> int:
@@ -127,14 +145,24 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="statistics, tables and figures of tracked runs (docs/reports.md)")
     report.add_argument("--experiment", required=True, help="MLflow experiment name (tracking.experiment)")
     report.add_argument("--out", default=None, help="output folder (default: reports/<experiment>)")
-    report.add_argument("--parent", default=None, help="only this sweep: its parent run id")
+    scope = report.add_mutually_exclusive_group()
+    scope.add_argument(
+        "--sweep", "--parent", dest="sweeps", nargs="+", default=None, metavar="ID",
+        help="only these sweeps: their parent run ids (default: the experiment's latest sweep)",
+    )
+    scope.add_argument(
+        "--all", dest="all_runs", action="store_true",
+        help="every run of the experiment, all sweeps and single runs (default: the latest sweep)",
+    )
     report.add_argument("--filter", default=None, help="MLflow filter string, e.g. \"params.ctx = '512'\"")
     report.add_argument(
         "--tracking-uri", default=None,
         help="default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlruns/mlflow.db",
     )
     report.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
-    report.add_argument("--success-metric", default="throughput_tok_s", help="metric of the success rate")
+    report.add_argument(
+        "--success-metric", default=None, help="metric of the success rate (default: throughput_tok_s)"
+    )
     direction = report.add_mutually_exclusive_group()
     direction.add_argument(
         "--higher-is-better", dest="higher_is_better", action="store_const", const=True, default=None,

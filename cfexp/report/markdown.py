@@ -48,6 +48,17 @@ def frame_rows(frame: pd.DataFrame, columns: Sequence[tuple[str, Callable[[pd.Se
     return table([h for h, _ in columns], [[f(r) for _, f in columns] for _, r in frame.iterrows()])
 
 
+def _untested(note: object) -> bool:
+    return note in ("n<3", "no variance")
+
+
+def ci_cell(row: pd.Series) -> str:
+    """The 95 % CI of a mean, or "n<3" (no interval from fewer than 3 runs)."""
+    if int(row["n"]) < 3:
+        return "n<3"
+    return interval(row["ci_low"], row["ci_high"])
+
+
 def config_table(stats: pd.DataFrame) -> str:
     return frame_rows(stats, [
         ("config", lambda r: r["config"]),
@@ -56,10 +67,12 @@ def config_table(stats: pd.DataFrame) -> str:
         ("median", lambda r: num(r["median"])),
         ("std", lambda r: num(r["std"])),
         ("CV", lambda r: num(r["cv"], 3)),
-        ("95% CI of mean", lambda r: interval(r["ci_low"], r["ci_high"])),
+        ("95% CI of mean", ci_cell),
         ("p50", lambda r: num(r["p50"])),
         ("p95", lambda r: num(r["p95"])),
         ("p99", lambda r: num(r["p99"])),
+        ("out of range", lambda r: r["out_of_range"] or ""),
+        ("runs with warnings", lambda r: r["warned_runs"] or ""),
     ])
 
 
@@ -73,11 +86,12 @@ def comparison_table(comparisons: pd.DataFrame) -> str:
         ("mean a", lambda r: num(r["mean_a"])),
         ("mean b", lambda r: num(r["mean_b"])),
         ("b − a [95% CI]", lambda r: f"{num(r['diff'])} {interval(r['diff_ci_low'], r['diff_ci_high'])}"),
-        ("Welch p", lambda r: r["note"] if r["note"] == "n<3" else pvalue(r["welch_p"])),
-        ("Holm p", lambda r: r["note"] if r["note"] == "n<3" else pvalue(r["welch_p_holm"])),
-        ("MWU p", lambda r: r["note"] if r["note"] == "n<3" else pvalue(r["mannwhitney_p"])),
+        ("Welch p", lambda r: r["note"] if _untested(r["note"]) else pvalue(r["welch_p"])),
+        ("Holm p", lambda r: r["note"] if _untested(r["note"]) else pvalue(r["welch_p_holm"])),
+        ("MWU p", lambda r: r["note"] if _untested(r["note"]) else pvalue(r["mannwhitney_p"])),
         ("Cohen's d", lambda r: num(r["cohens_d"], 3)),
         ("Cliff's δ", lambda r: num(r["cliffs_delta"], 3)),
+        ("better", lambda r: r["better"]),
     ])
 
 
@@ -89,7 +103,7 @@ def headline_table(head: pd.DataFrame) -> str:
         ("winner", lambda r: r["winner"]),
         ("Rust − Python [95% CI]", lambda r: f"{num(r['diff'])} {interval(r['diff_ci_low'], r['diff_ci_high'])}"),
         ("relative", lambda r: "—" if not r["mean_a"] else f"{100 * r['diff'] / abs(r['mean_a']):+.1f}%"),
-        ("Holm p", lambda r: r["note"] if r["note"] == "n<3" else pvalue(r["welch_p_holm"])),
+        ("Holm p", lambda r: r["note"] if _untested(r["note"]) else pvalue(r["welch_p_holm"])),
     ])
 
 
@@ -105,7 +119,7 @@ def success_table(rates: pd.DataFrame) -> str:
         ("configs", lambda r: r["configs"]),
         ("significance-gated (cfexp) [Wilson 95% CI]", lambda r: rate_cell(
             r["gated_successes"], r["gated_n"], r["gated_rate"], r["gated_ci_low"], r["gated_ci_high"])),
-        ("untested (n<3)", lambda r: r["untested_n_lt_3"]),
+        ("untested (n<3, no variance)", lambda r: r["untested"]),
         ("original rule (n=1, any gain) [Wilson 95% CI]", lambda r: rate_cell(
             r["original_successes"], r["original_n"], r["original_rate"], r["original_ci_low"],
             r["original_ci_high"])),
@@ -115,11 +129,62 @@ def success_table(rates: pd.DataFrame) -> str:
 def contention_table(frame: pd.DataFrame) -> str:
     return frame_rows(frame, [
         ("config", lambda r: r["config"]),
-        ("runs", lambda r: r["runs"]),
-        ("contended agents", lambda r: f"{r['contended']}/{r['agents']}"),
-        ("contention rate [Wilson 95% CI]", lambda r: f"{100 * r['rate']:.1f}% "
-            f"[{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]"),
+        ("runs with a contended agent [Wilson 95% CI]", lambda r: rate_cell(
+            r["runs_contended"], r["runs"], r["rate"], r["ci_low"], r["ci_high"])),
+        ("contended agents", lambda r: f"{r['agents_contended']}/{r['agents']}"),
         ("parallel efficiency % (mean)", lambda r: num(r["parallel_efficiency_pct_mean"])),
+        ("drift % (mean)", lambda r: num(r["drift_pct_mean"])),
+        ("runs with warnings", lambda r: f"{r['warned_runs']}/{r['runs']}"),
+    ])
+
+
+def multi_agent_runs_table(frame: pd.DataFrame) -> str:
+    return frame_rows(frame, [
+        ("config", lambda r: r["config"]),
+        ("run id", lambda r: f"`{r['run_id']}`"),
+        ("parallel efficiency %", lambda r: _flagged(r, "parallel_efficiency_pct")),
+        ("speedup", lambda r: _flagged(r, "speedup")),
+        ("drift %", lambda r: num(r.get("drift_pct"))),
+        ("measurement warnings", lambda r: r["measurement_warnings"].replace(" | ", "; ")),
+    ])
+
+
+def _flagged(row: pd.Series, metric: str) -> str:
+    """A per-run value, marked when it is out of range (excluded from every statistic)."""
+    text = num(row.get(metric))
+    return text + " (out of range, excluded)" if metric in str(row.get("out_of_range", "")).split(",") else text
+
+
+def trend_table(frame: pd.DataFrame) -> str:
+    return frame_rows(frame, [
+        ("metric", lambda r: r["metric"]),
+        ("runs (configs)", lambda r: f"{r['runs']} ({r['configs']})"),
+        ("position from", lambda r: r["position"]),
+        ("Spearman ρ", lambda r: num(r["rho"], 3)),
+        ("p", lambda r: pvalue(r["p"])),
+        ("Holm p", lambda r: pvalue(r["p_holm"])),
+        ("p from", lambda r: r["method"]),
+        ("trend", lambda r: r["trend"]),
+    ])
+
+
+def out_of_range_table(frame: pd.DataFrame) -> str:
+    return frame_rows(frame, [
+        ("run id", lambda r: f"`{r['run_id']}`"),
+        ("config", lambda r: r["config"]),
+        ("metric", lambda r: r["metric"]),
+        ("value", lambda r: num(r["value"])),
+        ("why", lambda r: r["reason"]),
+    ])
+
+
+def warnings_table(frame: pd.DataFrame) -> str:
+    return frame_rows(frame, [
+        ("run id", lambda r: f"`{r['run_id']}`"),
+        ("status", lambda r: r["status"]),
+        ("config", lambda r: (f"{r['design']}: " if r["design"] else "") + str(r["config"])),
+        ("warnings", lambda r: r["warnings"]),
+        ("measurement warnings", lambda r: r["measurement_warnings"]),
     ])
 
 
@@ -148,7 +213,7 @@ def study_success_table(rates: pd.DataFrame) -> str:
         ("failed", lambda r: r["failed"]),
         ("significance-gated [Wilson 95% CI]", lambda r: rate_cell(
             r["gated_successes"], r["gated_n"], r["gated_rate"], r["gated_ci_low"], r["gated_ci_high"])),
-        ("untested (n<3)", lambda r: r["untested_n_lt_3"]),
+        ("untested (n<3, no variance)", lambda r: r["untested"]),
         ("better than the baseline mean [Wilson 95% CI]", lambda r: rate_cell(
             r["naive_successes"], r["naive_n"], r["naive_rate"], r["naive_ci_low"], r["naive_ci_high"])),
     ])

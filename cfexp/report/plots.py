@@ -13,6 +13,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 import numpy as np
 import pandas as pd
 
@@ -25,7 +26,7 @@ _METADATA = {"Software": None}
 MAX_BOXES = 60
 
 
-def _save(fig: plt.Figure, out: Path, name: str) -> str:
+def _save(fig: Figure, out: Path, name: str) -> str:
     fig.savefig(out / name, dpi=90, metadata=_METADATA, bbox_inches="tight")
     plt.close(fig)
     return name
@@ -164,3 +165,25 @@ def optimization_history(
     axes[-1, 0].set_xlabel("trial number")
     axes[0, 0].set_title("Optimization history (one run per trial)", fontsize=9)
     return _save(fig, out, name)
+
+
+def run_order(used: pd.DataFrame, metrics: list[str], out: Path, prefix: str) -> str | None:
+    """Each run's deviation from its config's mean against its position in the sweep (the trend check's data)."""
+    panels = []
+    for metric in metrics:
+        column = f"metrics.{metric}"
+        data = used.dropna(subset=[column, "position"])
+        data = data[data.groupby("config")[column].transform("size") >= 2]
+        if not data.empty:
+            residual = data[column] - data.groupby("config")[column].transform("mean")
+            panels.append((metric, data["position"].to_numpy(dtype=float), residual.to_numpy(dtype=float)))
+    if not panels:
+        return None
+    fig, axes = plt.subplots(len(panels), 1, figsize=(7, 2.4 * len(panels)), squeeze=False, sharex=True)
+    for ax, (metric, xs, ys) in zip(axes[:, 0], panels, strict=True):
+        ax.scatter(xs, ys, s=14, alpha=0.7)
+        ax.axhline(0.0, color="tab:gray", linewidth=1, linestyle=":")
+        ax.set_ylabel(f"{metric}\n− config mean", fontsize=8)
+    axes[-1, 0].set_xlabel("position in the sweep")
+    axes[0, 0].set_title("Run order: each run's deviation from its config's mean", fontsize=9)
+    return _save(fig, out, f"{prefix}run_order.png")

@@ -19,9 +19,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-# The fewest runs per group for a test, an effect size or a comparison CI.
+# The fewest runs per group for a test, an effect size or a confidence interval.
 MIN_N_TEST = 3
 CONFIDENCE = 0.95
+# Two groups without any spread: no test is possible (not "p = 0").
+NO_VARIANCE = "no variance"
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,7 @@ class Summary:
     median: float | None
     std: float | None  # sample standard deviation (ddof=1); None for n < 2
     cv: float | None  # std / |mean|; None when undefined
-    ci_low: float | None  # 95 % CI of the mean, Student's t; None for n < 2
+    ci_low: float | None  # 95 % CI of the mean, Student's t; None for n < 3
     ci_high: float | None
     p50: float | None
     p95: float | None
@@ -42,7 +44,8 @@ class Summary:
 
 def _clean(values: Sequence[float] | np.ndarray) -> np.ndarray:
     array = np.asarray(values, dtype=float)
-    return array[np.isfinite(array)]
+    finite: np.ndarray = array[np.isfinite(array)]
+    return finite
 
 
 def describe(values: Sequence[float] | np.ndarray, confidence: float = CONFIDENCE) -> Summary:
@@ -57,6 +60,8 @@ def describe(values: Sequence[float] | np.ndarray, confidence: float = CONFIDENC
     if n >= 2:
         std = float(np.std(x, ddof=1))
         cv = std / abs(mean) if mean != 0 else None
+    if n >= MIN_N_TEST:
+        # With 2 runs the interval is mean ± 12.7 SEs from one degree of freedom: not shown ("n<3").
         if std == 0:
             low = high = mean
         else:
@@ -79,7 +84,7 @@ class Comparison:
     mannwhitney_p: float | None
     cohens_d: float | None
     cliffs_delta: float | None
-    note: str  # why the test is missing ("n<3"), else ""
+    note: str  # why the test is missing ("n<3", "no variance"), "near-constant data", else ""
 
     @property
     def tested(self) -> bool:
@@ -124,10 +129,9 @@ def compare(
     if min(len(x), len(y)) < min_n:
         return Comparison(len(x), len(y), mean_a, mean_b, diff, None, None, None, None, None, None, f"n<{min_n}")
     if np.var(x) == 0 and np.var(y) == 0:
-        # Welch's statistic is 0/0: identical constants differ by nothing, others surely.
-        p = _constant_p(float(diff or 0.0), alternative)
+        # Welch's statistic is 0/0 (or ±inf): no spread, nothing to test a difference against.
         return Comparison(
-            len(x), len(y), mean_a, mean_b, diff, diff, diff, p, None, None, cliffs_delta(x, y), "zero variance"
+            len(x), len(y), mean_a, mean_b, diff, None, None, None, None, None, cliffs_delta(x, y), NO_VARIANCE
         )
     with warnings.catch_warnings(record=True) as caught:
         # scipy warns on near-constant data (e.g. the simulator without jitter): noted, not raised.
@@ -153,17 +157,6 @@ def compare(
     )
 
 
-def _constant_p(diff: float, alternative: str) -> float:
-    """The p-value between two constant groups: 0 for a difference in the tested direction, else 1."""
-    if diff == 0:
-        return 1.0
-    if alternative == "greater":
-        return 0.0 if diff > 0 else 1.0
-    if alternative == "less":
-        return 0.0 if diff < 0 else 1.0
-    return 0.0
-
-
 @dataclass(frozen=True)
 class ReferenceTest:
     """A few runs b against a reference group a of at least ``min_n`` runs (difference = mean(b) − mean(a))."""
@@ -173,7 +166,7 @@ class ReferenceTest:
     mean_a: float | None
     mean_b: float | None
     p: float | None  # Student's t-test with the pooled variance; None when untested
-    note: str  # "n<3" (too few reference runs), "zero variance", "near-constant data", else ""
+    note: str  # "n<3" (too few reference runs), "no variance" (untested), "near-constant data", else ""
 
 
 def compare_to_reference(
@@ -196,8 +189,7 @@ def compare_to_reference(
     if len(x) < min_n or len(y) == 0:
         return ReferenceTest(len(x), len(y), mean_a, mean_b, None, f"n<{min_n}" if len(x) < min_n else "no run")
     if np.var(x) == 0 and np.var(y) == 0:
-        diff = float(np.mean(y) - np.mean(x))
-        return ReferenceTest(len(x), len(y), mean_a, mean_b, _constant_p(diff, alternative), "zero variance")
+        return ReferenceTest(len(x), len(y), mean_a, mean_b, None, NO_VARIANCE)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
         result = stats.ttest_ind(y, x, equal_var=True, alternative=alternative)
@@ -245,3 +237,51 @@ def fisher_p(a: Proportion, b: Proportion) -> float | None:
         return None
     table = [[a.successes, a.n - a.successes], [b.successes, b.n - b.successes]]
     return float(stats.fisher_exact(table).pvalue)
+
+
+# Fewest runs for the run-order trend test; up to EXACT_TREND_N, its p-value is exact.
+MIN_N_TREND = 5
+EXACT_TREND_N = 8
+
+
+@dataclass(frozen=True)
+class Trend:
+    """Spearman's rank correlation of values against their run order."""
+
+    n: int
+    rho: float | None
+    p: float | None  # two-sided; None when untested
+    method: str  # "exact permutation", "t approximation", or why untested
+
+
+def trend(position: Sequence[float] | np.ndarray, values: Sequence[float] | np.ndarray) -> Trend:
+    """Spearman's rho of ``values`` against ``position`` and its two-sided p-value.
+
+    Up to :data:`EXACT_TREND_N` pairs the p-value is exact: every one of the
+    n! pairings of the values with the positions (``scipy.stats.permutation_test``);
+    beyond, scipy's t approximation (``scipy.stats.spearmanr``). Needs
+    :data:`MIN_N_TREND` pairs and some spread in both.
+    """
+    pos, val = np.asarray(position, dtype=float), np.asarray(values, dtype=float)
+    keep = np.isfinite(pos) & np.isfinite(val)
+    pos, val = pos[keep], val[keep]
+    n = len(pos)
+    if n < MIN_N_TREND:
+        return Trend(n, None, None, f"n<{MIN_N_TREND}")
+    if np.ptp(pos) == 0 or np.ptp(val) == 0:
+        return Trend(n, None, None, NO_VARIANCE)
+    rho = float(stats.spearmanr(pos, val).statistic)
+    if n <= EXACT_TREND_N:
+        ranks = stats.rankdata(pos)
+
+        def statistic(v: np.ndarray, axis: int = -1) -> np.ndarray:
+            r = stats.rankdata(v, axis=axis)
+            rc, pc = r - r.mean(axis=axis, keepdims=True), ranks - ranks.mean()
+            return np.asarray((rc * pc).sum(axis=axis) / np.sqrt((rc**2).sum(axis=axis) * (pc**2).sum()))
+
+        result = stats.permutation_test(
+            (val,), statistic, permutation_type="pairings", n_resamples=math.inf, vectorized=True,
+            alternative="two-sided",
+        )
+        return Trend(n, rho, float(result.pvalue), "exact permutation")
+    return Trend(n, rho, float(stats.spearmanr(pos, val).pvalue), "t approximation")

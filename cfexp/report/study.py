@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import optuna
 import pandas as pd
 from optuna.importance import FanovaImportanceEvaluator, PedAnovaImportanceEvaluator
+from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from cfexp.report.stats import wilson
@@ -68,7 +69,8 @@ def study_tables(study: StoredStudy, runs: pd.DataFrame, alpha: float) -> StudyT
     values = {int(r["trial"]): [r[f"value {m}"] for m in study.metrics] for _, r in trials.iterrows()}
     usable = [t for t in complete if all(_finite(v) for v in values[t.number])]
     if len(usable) < len(complete):
-        notes.append(f"{len(complete) - len(usable)} completed trial(s) lack an objective metric in their run.")
+        notes.append(f"{len(complete) - len(usable)} completed trial(s) lack an objective metric in their run "
+                     "(not logged, or out of its physical range: see the appendix).")
     memory = _memory_study(study, usable, values)
     best = _best(memory, trials, study)
     importances, method = _importances(memory, study, notes)
@@ -87,6 +89,7 @@ def trials_table(study: StoredStudy, runs: pd.DataFrame) -> pd.DataFrame:
     """The study's trials that have a run among ``runs``, by trial number, with the run's values."""
     mine = runs[runs[STUDY_TAG] == study.name] if STUDY_TAG in runs.columns else runs[:0]
     by_number: dict[int, pd.Series] = {}
+    run: pd.Series | None
     for _, run in mine.sort_values("run_id").iterrows():
         try:
             by_number.setdefault(int(float(run[NUMBER_TAG])), run)
@@ -109,7 +112,8 @@ def trials_table(study: StoredStudy, runs: pd.DataFrame) -> pd.DataFrame:
         row.update({f"param {k}": v for k, v in sorted(trial.params.items())})
         for metric in study.metrics:
             value = run.get(f"metrics.{metric}")
-            row[f"value {metric}"] = float(value) if complete and _finite(value) else math.nan
+            row[f"value {metric}"] = float(value) if complete and isinstance(value, (int, float)) and _finite(
+                value) else math.nan
         row["error"] = str(trial.user_attrs.get("error", ""))[:200]
         rows.append(row)
     return pd.DataFrame(rows)
@@ -149,28 +153,41 @@ def success_rates(trials: pd.DataFrame, verdicts: pd.DataFrame, metrics: list[st
     searched = trials[~trials["baseline"]]
     failed = int((searched["state"] == TrialState.FAIL.name).sum())
     other = int((~searched["state"].isin([TrialState.COMPLETE.name, TrialState.FAIL.name])).sum())
-    groups: list[tuple[str, pd.Series, pd.Series]] = []
+    groups: list[tuple[str, list[bool | None], list[bool | None]]] = []
     for metric in metrics:
         part = verdicts[verdicts["metric"] == metric]
-        groups.append((metric, part["success_gated"], part["better_mean"]))
+        groups.append((metric, _verdicts(part["success_gated"]), _verdicts(part["better_mean"])))
     if len(metrics) > 1:
-        by_trial = verdicts.groupby("trial", sort=True)
-        gated = by_trial["success_gated"].agg(lambda s: None if s.isna().any() else bool(s.astype(bool).all()))
-        naive = by_trial["better_mean"].agg(lambda s: None if s.isna().any() else bool(s.astype(bool).all()))
+        gated: list[bool | None] = []
+        naive: list[bool | None] = []
+        for _, trial in verdicts.groupby("trial", sort=True):
+            gated.append(_all(_verdicts(trial["success_gated"])))
+            naive.append(_all(_verdicts(trial["better_mean"])))
         groups.append((ALL_OBJECTIVES, gated, naive))
     rows = []
     for name, gated_col, naive_col in groups:
-        tested, naive = gated_col.dropna().astype(bool), naive_col.dropna().astype(bool)
-        g, n = wilson(int(tested.sum()), len(tested)), wilson(int(naive.sum()), len(naive))
+        tested = [v for v in gated_col if v is not None]
+        better = [v for v in naive_col if v is not None]
+        g, n = wilson(sum(tested), len(tested)), wilson(sum(better), len(better))
         rows.append({
             "objective": name, "searched_trials": len(searched), "complete": len(gated_col),
-            "failed": failed, "not_finished": other, "untested_n_lt_3": int(gated_col.isna().sum()),
+            "failed": failed, "not_finished": other, "untested": len(gated_col) - len(tested),
             "gated_successes": g.successes, "gated_n": g.n, "gated_rate": g.rate,
             "gated_ci_low": g.ci_low, "gated_ci_high": g.ci_high,
             "naive_successes": n.successes, "naive_n": n.n, "naive_rate": n.rate,
             "naive_ci_low": n.ci_low, "naive_ci_high": n.ci_high,
         })
     return pd.DataFrame(rows)
+
+
+def _verdicts(column: pd.Series) -> list[bool | None]:
+    """A column of yes/no/untested verdicts as Python values (NaN and None: untested)."""
+    return [None if v is None or (isinstance(v, float) and math.isnan(v)) else bool(v) for v in column]
+
+
+def _all(verdicts: list[bool | None]) -> bool | None:
+    """Yes on every objective; untested when any is untested."""
+    return None if any(v is None for v in verdicts) else all(bool(v) for v in verdicts)
 
 
 def _finite(value: object) -> bool:
@@ -182,7 +199,7 @@ def _memory_study(study: StoredStudy, usable: list[FrozenTrial], values: dict[in
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created" line in the report's log
     try:
-        memory = optuna.create_study(directions=study.directions)
+        memory = optuna.create_study(directions=[StudyDirection[d.upper()] for d in study.directions])
     finally:
         optuna.logging.set_verbosity(verbosity)
     memory.add_trials([
@@ -203,6 +220,15 @@ def _best(memory: optuna.Study, trials: pd.DataFrame, study: StoredStudy) -> pd.
     return trials[trials["trial"].isin(numbers)].reset_index(drop=True)
 
 
+def _objective(index: int) -> Callable[[FrozenTrial], float]:
+    """The importance target of objective ``index``."""
+
+    def target(trial: FrozenTrial) -> float:
+        return float(trial.values[index])
+
+    return target
+
+
 def _importances(memory: optuna.Study, study: StoredStudy, notes: list[str]) -> tuple[pd.DataFrame, str]:
     evaluator: Callable[[], optuna.importance.BaseImportanceEvaluator]
     if importlib.util.find_spec("sklearn") is not None:
@@ -219,7 +245,7 @@ def _importances(memory: optuna.Study, study: StoredStudy, notes: list[str]) -> 
     for index, metric in enumerate(study.metrics):
         try:
             found = optuna.importance.get_param_importances(
-                memory, evaluator=evaluator(), target=lambda t, i=index: t.values[i], normalize=True
+                memory, evaluator=evaluator(), target=_objective(index), normalize=True
             )
         except (ValueError, RuntimeError) as exc:
             notes.append(f"No parameter importances for {metric}: {exc}")

@@ -8,7 +8,8 @@ sent, the original's paired "baseline"). Two rules, side by side:
 - **significance-gated** (cfexp): a success only when a one-sided Welch
   t-test of the metric (candidate better than baseline) gives p < alpha with
   at least :data:`~cfexp.report.stats.MIN_N_TEST` runs on each side; fewer
-  runs -> "n<3", not counted in the rate;
+  runs -> "n<3", two constant groups -> "no variance": untested, not counted
+  in the rate;
 - **original rule** (TR109/TR111, kept to compare with the published rates):
   the candidate's first repetition beat the baseline's first repetition by
   any amount (n = 1).
@@ -30,16 +31,18 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from cfexp.errors import ConfigError
 from cfexp.metrics import catalog
 from cfexp.report.load import REPETITION, short, sort_key
 from cfexp.report.stats import MIN_N_TEST, Proportion, compare, compare_to_reference, fisher_p, wilson
 
 DEFAULT_BASELINE = {"options_mode": "server_defaults"}
+DEFAULT_METRIC = "throughput_tok_s"
 
 
 @dataclass(frozen=True)
 class SuccessRule:
-    metric: str = "throughput_tok_s"
+    metric: str = DEFAULT_METRIC
     # None = the catalogue's direction for the metric (docs/metrics.md).
     higher: bool | None = None
     alpha: float = 0.05
@@ -48,6 +51,51 @@ class SuccessRule:
     @property
     def higher_is_better(self) -> bool:
         return catalog.higher_is_better(self.metric) if self.higher is None else self.higher
+
+
+def check_rule(rule: SuccessRule, runs: pd.DataFrame, explicit_metric: bool) -> None:
+    """Refuse a success rule these runs cannot answer (raises ConfigError with what to do).
+
+    - an explicit metric that no selected run logged (a typo, or a metric of
+      other runs), listing the reported metrics they do log;
+    - a metric without a better direction in the catalogue, unless
+      ``higher`` says which is better;
+    - a ``baseline`` naming a key these runs do not have as a param, or a
+      value no run took (the values they took are listed).
+    """
+    logged = sorted(c.removeprefix("metrics.") for c in runs.columns
+                    if c.startswith("metrics.") and runs[c].notna().any())
+    if explicit_metric and rule.metric not in logged:
+        examples = [m for m in catalog.reported() if m in logged] or logged[:10]
+        where = "a metric of the catalogue (docs/metrics.md), but" if catalog.lookup(rule.metric) else (
+            "not a metric of the catalogue (docs/metrics.md), and")
+        raise ConfigError(
+            f"<success-metric={rule.metric}> is {where} no selected run logged it. "
+            f"Pass one these runs log, e.g. {', '.join(examples) or 'none'}"
+        )
+    if rule.higher is None and catalog.direction(rule.metric) is catalog.Direction.NONE:
+        which = "has no better direction in the catalogue (docs/metrics.md)" if catalog.lookup(rule.metric) else (
+            "is not in the catalogue (docs/metrics.md), so its better direction is unknown")
+        raise ConfigError(
+            f"<success-metric={rule.metric}> {which}: say which is better with --higher-is-better or "
+            "--lower-is-better"
+        )
+    if rule.baseline is None:
+        return
+    for key, value in rule.baseline.items():
+        column = f"params.{key}"
+        if column not in runs.columns:
+            params = sorted(c.removeprefix("params.") for c in runs.columns if c.startswith("params."))
+            raise ConfigError(
+                f"<baseline={key}={value}>: the selected runs have no param {key!r}. Name the baseline with "
+                f"their params (key=value[,key=value]), e.g. one of: {', '.join(params[:15])}"
+            )
+        taken = sorted({str(v) for v in runs[column].dropna()}, key=sort_key)
+        if str(value) not in taken:
+            raise ConfigError(
+                f"<baseline={key}={value}>: no selected run has {key}={value}; the runs have {key} = "
+                f"{', '.join(taken[:20])}. Pass one of these values to --baseline"
+            )
 
 
 def pairs(used: pd.DataFrame, factors: list[str], rule: SuccessRule) -> pd.DataFrame:
@@ -73,7 +121,7 @@ def pairs(used: pd.DataFrame, factors: list[str], rule: SuccessRule) -> pd.DataF
             continue
         candidate = grouped[key]
         comparison = compare(
-            base[metric].dropna(), candidate[metric].dropna(),
+            base[metric].dropna().to_numpy(dtype=float), candidate[metric].dropna().to_numpy(dtype=float),
             alternative="greater" if rule.higher_is_better else "less",
         )
         gated: bool | None = None
@@ -121,7 +169,8 @@ def against_baseline(
     :func:`pairs`. A candidate with fewer runs (1 for an Optuna trial) against
     at least :data:`MIN_N_TEST` baseline runs: the one-sided Student test with
     the baseline's spread (assumed to be the candidate's too). Fewer baseline
-    runs: untested, "n<3". Success = p < alpha.
+    runs: untested, "n<3"; a constant baseline and candidate: untested, "no
+    variance". Success = p < alpha.
     """
     alternative = "greater" if higher_is_better else "less"
     base = np.asarray(baseline, dtype=float)
@@ -177,7 +226,7 @@ def rates(table: pd.DataFrame, by: str | None) -> pd.DataFrame:
         rows.append({
             "group": name,
             "configs": len(group),
-            "untested_n_lt_3": int(group["success_gated"].isna().sum()),
+            "untested": int(group["success_gated"].isna().sum()),
             "gated_successes": g.successes, "gated_n": g.n, "gated_rate": g.rate,
             "gated_ci_low": g.ci_low, "gated_ci_high": g.ci_high,
             "original_successes": o.successes, "original_n": o.n, "original_rate": o.rate,
@@ -198,6 +247,7 @@ def rate_difference_p(rate_table: pd.DataFrame, prefix: str) -> float | None:
 
 
 __all__ = [
-    "DEFAULT_BASELINE", "MIN_N_TEST", "SuccessRule", "Verdict", "against_baseline", "pairs", "rate_difference_p",
+    "DEFAULT_BASELINE", "DEFAULT_METRIC", "MIN_N_TEST", "SuccessRule", "Verdict", "against_baseline", "check_rule",
+    "pairs", "rate_difference_p",
     "rates",
 ]

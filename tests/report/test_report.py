@@ -29,7 +29,8 @@ def test_report_has_the_expected_sections_and_csvs(store: str, tmp_path: Path) -
     assert "**13 runs**: 12 finished and used; 1 failed" in text
     for heading in ("## Environment and provenance", "### Per-config statistics", "#### throughput_tok_s",
                     "### Rust vs Python", "### Comparisons along the swept dimensions",
-                    "### Optimization success rate", "### Failed, killed or unfinished runs", "agent crashed"):
+                    "### Optimization success rate", "### Run order", "### Failed, killed or unfinished runs",
+                    "agent crashed"):
         assert heading in text, heading
     assert "| agent_startup_ms (lower better) |" in text and "| Rust |" in text
     configs = pd.read_csv(tmp_path / "rep" / "configs.csv")
@@ -55,12 +56,12 @@ def test_same_runs_same_report(store: str, tmp_path: Path) -> None:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
 
-def test_filter_and_parent_select_runs(store: str, tmp_path: Path) -> None:
+def test_filter_and_sweep_select_runs(store: str, tmp_path: Path) -> None:
     text = _report(store, tmp_path / "f", filter_string="params.options_mode = 'configured'")
     assert "**7 runs**" in text and "Optimization success rate" not in text
     frame = query.search_runs(store, EXPERIMENT)
     parent = frame.loc[frame["is_parent"], "run_id"].iloc[0]
-    assert "**13 runs**" in _report(store, tmp_path / "p", parent_run_id=parent)
+    assert "**13 runs**" in _report(store, tmp_path / "p", sweeps=(parent,))
 
 
 def test_the_sql_fast_path_and_mlflows_client_agree(store: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,7 +17,8 @@ from cfexp.report.stats import compare, compare_to_reference
 from cfexp.report.study import study_tables
 from cfexp.report.study_store import StoredStudy
 from cfexp.report.success import against_baseline
-from cfexp.tracking.store import Tracker
+from tests.report import hand
+from tests.report.conftest import NewStore
 
 STUDY = "cfexp-test"
 SPACE = {"gpu_layers": CategoricalDistribution([6, 12, 80]), "temperature": FloatDistribution(0.2, 1.2)}
@@ -40,11 +41,18 @@ def test_one_trial_run_is_tested_against_the_baselines_spread() -> None:
     assert repeated.test == "welch" and repeated.success_gated is True
 
 
-def test_constant_groups_succeed_only_in_the_tested_direction() -> None:
-    assert compare([5.0] * 3, [4.0] * 3, alternative="greater").welch_p == 1.0
-    assert compare([5.0] * 3, [6.0] * 3, alternative="greater").welch_p == 0.0
-    assert compare_to_reference([5.0] * 3, [4.0], alternative="greater").p == 1.0
-    assert compare_to_reference([5.0] * 3, [4.0], alternative="less").p == 0.0
+def test_constant_groups_are_untested_not_p_zero() -> None:
+    """Two groups without spread give no test (no p = 0 and no winner), whichever way they differ."""
+    for a, b in (([5.0] * 3, [4.0] * 3), ([5.0] * 3, [6.0] * 3), ([5.0] * 3, [5.0] * 3)):
+        for alternative in ("greater", "less", "two-sided"):
+            c = compare(a, b, alternative=alternative)
+            assert (c.welch_p, c.mannwhitney_p, c.note) == (None, None, "no variance")
+            assert c.diff == b[0] - a[0]
+    for x in (4.0, 6.0):
+        r = compare_to_reference([5.0] * 3, [x], alternative="greater")
+        assert (r.p, r.note) == (None, "no variance")
+    verdict = against_baseline([5.0] * 3, [6.0], True, 0.05)
+    assert (verdict.success_gated, verdict.better_mean, verdict.note) == (None, True, "no variance")
 
 
 def _trial(number: int, state: TrialState, gpu: int, temperature: float, values: list[float] | None,
@@ -99,7 +107,7 @@ def test_the_success_rate_of_a_constructed_study(constructed: tuple[StoredStudy,
     # throughput: 3 and 4 significantly better of 4 completed searched trials; 5 only on the mean
     tput = rates.loc["throughput_tok_s"]
     assert (tput["gated_successes"], tput["gated_n"], tput["naive_successes"], tput["naive_n"]) == (2, 4, 3, 4)
-    assert (tput["searched_trials"], tput["failed"], tput["untested_n_lt_3"]) == (5, 1, 0)
+    assert (tput["searched_trials"], tput["failed"], tput["untested"]) == (5, 1, 0)
     wilson = stats.binomtest(2, 4).proportion_ci(method="wilson")
     assert (tput["gated_ci_low"], tput["gated_ci_high"]) == pytest.approx((wilson.low, wilson.high))
     ttft = rates.loc["ttft_ms"]
@@ -127,21 +135,19 @@ def test_without_enough_baseline_runs_nothing_is_tested(constructed: tuple[Store
     two = StoredStudy(stored.name, stored.storage, stored.metrics, stored.directions,
                       [t for t in stored.trials if t.number != 2])
     rates = study_tables(two, runs, alpha=0.05).rates.set_index("objective")
-    assert (rates.loc["throughput_tok_s", "gated_n"], rates.loc["throughput_tok_s", "untested_n_lt_3"]) == (0, 4)
+    assert (rates.loc["throughput_tok_s", "gated_n"], rates.loc["throughput_tok_s", "untested"]) == (0, 4)
     assert rates.loc["throughput_tok_s", "naive_n"] == 4
 
 
 def test_the_report_shows_a_study_from_its_storage(constructed: tuple[StoredStudy, pd.DataFrame],
-                                                   tmp_path: Path) -> None:
+                                                   tmp_path: Path, new_store: NewStore) -> None:
     """A store made with cfexp's Tracker and an Optuna SQLite storage, as a search leaves them."""
     stored, _ = constructed
     storage = f"sqlite:///{tmp_path}/optuna.db"
     study = optuna.create_study(storage=storage, study_name=STUDY, directions=stored.directions)
     study.set_user_attr("cfexp.objectives", stored.metrics)
     study.add_trials(stored.trials)
-    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
-    (tmp_path / "mlruns").mkdir()
-    tracker = Tracker(uri, tmp_path / "mlruns" / "artifacts")
+    uri, tracker = new_store(tmp_path)
     parent = tracker.start_run("search", "sweep", {"cfexp.sweep": "parent", "optuna.study": STUDY,
                                                    "optuna.storage": storage})
     run_ids = {}
@@ -160,7 +166,18 @@ def test_the_report_shows_a_study_from_its_storage(constructed: tuple[StoredStud
     assert "8 trials in the study, 8 with a run among these runs (0 without: not shown). Of these: " \
            "7 complete, 1 failed; 3 baseline runs." in text
     assert f"| 3 | `{run_ids[3]}` |" in text and f"| 4 | `{run_ids[4]}` |" in text  # the Pareto front
-    assert "| throughput_tok_s | 5 | 1 | 2/4 = 50.0% [" in text  # gated: 2 of 4 completed; 1 failed apart
+    # The success rates are in report.md itself, gated and naive, with their Wilson intervals
+    # (throughput: trials 3, 4 significant, 5 better on the mean; TTFT: 3; 3 and 5; both: 3; 3 and 5).
+    section = text.split("### Optimization success rate against the baseline", 1)[1]
+    for objective, gated, naive in (("throughput_tok_s", 2, 3), ("ttft_ms", 1, 2), ("all objectives", 1, 2)):
+        row = f"| {objective} | 5 | 1 | {hand.rate_cell(gated, 4)} | 0 | {hand.rate_cell(naive, 4)} |"
+        assert row in section, row
+    verdicts = pd.read_csv(tmp_path / "report" / "study_success.csv")
+    for _, v in verdicts.iterrows():  # t = (x − mean) / (s·√(1 + 1/3)) on 2 degrees of freedom, one-sided
+        baseline = {"throughput_tok_s": (100.0, 1.0), "ttft_ms": (50.0, 1.0)}[v["metric"]]
+        t = (v["value"] - baseline[0]) / (baseline[1] * math.sqrt(1 + 1 / 3))
+        expected = stats.t.sf(t, 2) if v["direction"] == "maximize" else stats.t.cdf(t, 2)
+        assert v["p_one_sided"] == pytest.approx(expected), (v["trial"], v["metric"])
     trials = pd.read_csv(tmp_path / "report" / "study_trials.csv")
     failed = trials[trials["trial"] == 7].iloc[0]
     assert failed["state"] == "FAIL" and failed["run_id"] == run_ids[7]

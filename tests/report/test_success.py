@@ -10,7 +10,7 @@ from cfexp.report.success import SuccessRule, pairs, rates
 
 def _runs(rows: list[tuple[str, str, int, float]]) -> pd.DataFrame:
     return pd.DataFrame([
-        {"run_id": f"r{i:03d}", "status": "FINISHED", "params.gpu_layers": g, "params.options_mode": m,
+        {"run_id": f"r{i:03d}", "parent_run_id": "sweep", "status": "FINISHED", "params.gpu_layers": g, "params.options_mode": m,
          "params.repetition": str(rep), "metrics.throughput_tok_s": v, "tags.provenance": "measured"}
         for i, (g, m, rep, v) in enumerate(rows)
     ])
@@ -37,7 +37,7 @@ def test_a_lucky_first_run_is_an_original_success_but_not_a_gated_one() -> None:
     assert by_gpu["120"]["success_gated"] is None and by_gpu["120"]["note"] == "n<3"
     assert by_gpu["120"]["success_original"] is True
     rate = rates(table, None).iloc[0]
-    assert (rate["gated_successes"], rate["gated_n"], rate["untested_n_lt_3"]) == (1, 2, 1)
+    assert (rate["gated_successes"], rate["gated_n"], rate["untested"]) == (1, 2, 1)
     assert (rate["original_successes"], rate["original_n"]) == (3, 3)
     assert rate["gated_ci_low"] < 0.5 < rate["gated_ci_high"]
 
@@ -45,7 +45,7 @@ def test_a_lucky_first_run_is_an_original_success_but_not_a_gated_one() -> None:
 def test_a_named_baseline_config_and_a_lower_is_better_metric() -> None:
     rows = [(g, "configured", rep, v + rep) for g, v in (("60", 10.0), ("80", 20.0)) for rep in range(3)]
     runset = prepare(_runs(rows), pd.DataFrame(), {})
-    rule = SuccessRule(higher_is_better=False, baseline={"gpu_layers": "80"})
+    rule = SuccessRule(higher=False, baseline={"gpu_layers": "80"})
     table = pairs(runset.used, runset.factors, rule)
     assert len(table) == 1 and table.iloc[0]["gpu_layers"] == "60"
     assert bool(table.iloc[0]["success_gated"]) is True  # 10-12 is lower than 20-22
