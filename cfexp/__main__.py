@@ -4,8 +4,10 @@
     python -m cfexp -m temperature=0.6,0.8 ctx=512,1024
     python -m cfexp backend=sim scenario=single_inference
 
-Exit status: 0 when every job finished, 1 when any failed, 2 when every job
-was rejected as an invalid config or an output folder cannot be written,
+Exit status: 0 when every job finished, 1 when any failed, 2 when the config
+could not be composed (an unknown key, a word not allowed, a wrong type: Hydra
+prints which), every job was rejected as an invalid config, or an output
+folder cannot be written,
 130 after Ctrl-C (SIGINT) and 143 after SIGTERM: the running job's run is then
 KILLED, the sweep's parent run too, and every server and agent is stopped.
 """
@@ -40,6 +42,11 @@ def main() -> None:
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated)
         sys.exit(_interrupted(exc))
     except SystemExit as exc:
+        from cfexp.app.callback import Outcome
+
+        if exc.code == 1 and not Outcome.started:
+            # Hydra printed why it could not compose the config; no run started.
+            sys.exit(2)
         # Hydra reports an error it caught (e.g. a launcher's: a job whose process
         # died) by exiting 1, without the sweep's end hook: close the sweep here.
         if exc.code not in (0, None):

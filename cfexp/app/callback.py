@@ -34,6 +34,9 @@ class Outcome:
     """What the last run or sweep of this process ended with (read by __main__)."""
 
     exit_code = 0
+    # Hydra composed the config and started the run or sweep (a failure before
+    # that is a config or command-line error: exit 2).
+    started = False
     # The running sweep's config, for close_interrupted (None outside a multirun).
     sweep_config: DictConfig | None = None
 
@@ -72,9 +75,11 @@ def _require_writable_outputs(config: DictConfig, output_dir: str, key: str) -> 
 
 class CfexpCallback(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        Outcome.started = True
         _require_writable_outputs(config, config.hydra.run.dir, "hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        Outcome.started = True
         _require_writable_outputs(config, config.hydra.sweep.dir, "hydra.sweep.dir")
         POOL.sweep_started()
         sweep_dir = Path(config.hydra.sweep.dir)

@@ -149,12 +149,7 @@ def _server_address_problems(cfg: CfexpConfig) -> list[str]:
             "e.g. backend.url=http://127.0.0.1:8000 (or backend.urls=[…], one per instance)"
         )
     if not attaches_only(cfg):
-        if backend.urls:
-            problems.append(
-                f"<backend.urls={list(backend.urls)}> lists running servers, but "
-                f"<topology.lifecycle={topology.lifecycle}> starts its own: use topology.lifecycle=external"
-            )
-        return problems
+        return problems  # cfexp starts what does not answer (a managed Ollama: port + i)
     urls = list(backend.urls) or ([backend.url] if backend.url is not None else [])
     if not urls:
         problems.append(

@@ -21,8 +21,9 @@ def test_defaults_follow_the_original_reference_config(compose_cfg: Compose) -> 
     assert isinstance(settings, CfexpConfig)
     assert (settings.gpu_layers, settings.ctx, settings.temperature) == (80, 512, 0.8)
     assert (settings.top_p, settings.top_k, settings.repeat_penalty) == (0.9, 40, 1.1)
-    assert settings.backend.name == "llamacpp" and not settings.backend.simulated
-    assert (settings.language.name, settings.runtime.name) == ("python", "asyncio")
+    assert settings.backend.name == "llamacpp"
+    assert (settings.language, settings.runtime.name) == ("python", "asyncio")
+    assert (settings.prompt_cache, settings.seed, settings.topology.warmup_calls) == ("defeat", 0, 1)
     assert settings.scenario.name == "single_agent"
     assert settings.model.name == "gemma3:270m"
 
@@ -34,7 +35,8 @@ def test_defaults_follow_the_original_reference_config(compose_cfg: Compose) -> 
         ("backend=ollama", "backend.url", "http://127.0.0.1:11434"),
         ("scenario=single_inference", "scenario.name", "single_inference"),
         ("runtime=uvloop", "runtime.name", "uvloop"),
-        ("language=python", "language.name", "python"),
+        ("prompt_cache=allow", "prompt_cache", "allow"),
+        ("scenario=multi_agent", "scenario.solo", "both"),
         ("topology=single", "topology.instances", 1),
         ("model=gemma3_4b", "model.name", "gemma3:latest"),
         ("temperature=0.6", "temperature", 0.6),
@@ -70,7 +72,6 @@ def test_openai_backend_needs_a_url(compose_cfg: Compose) -> None:
         ("top_p=1.5", "top_p=1.5"),
         ("backend.slots=0", "backend.slots=0"),
         ("topology.instances=0", "topology.instances=0"),
-        ("topology.lifecycle=sometimes", "topology.lifecycle=sometimes"),
         ("backend.url=localhost:11434", "backend.url=localhost:11434"),
         ("scenario.personas=[Nobody]", "scenario.personas=['Nobody']"),
         ("model.file=/nonexistent/model.gguf", "model.file=/nonexistent/model.gguf"),
@@ -92,9 +93,14 @@ def test_all_problems_are_reported_at_once(compose_cfg: Compose) -> None:
     assert "<temperature=5.0>" in str(caught.value) and "<ctx=0>" in str(caught.value)
 
 
-def test_wrong_types_and_unknown_keys_fail_at_composition(compose_cfg: Compose) -> None:
+def test_wrong_types_unknown_keys_and_words_fail_at_composition(compose_cfg: Compose) -> None:
+    """Closed vocabularies are enums (cfexp.vocab): a word not allowed fails while composing."""
     with pytest.raises((ValidationError, HydraException)):
         compose_cfg("temperature=hot")
+    for override in ("topology.lifecycle=sometimes", "scenario=multi_agent scenario.mode=hetero",
+                     "prompt_cache=never", "language=python"):  # fmt: skip
+        with pytest.raises((ValidationError, ConfigKeyError, HydraException)):
+            compose_cfg(*override.split())
     with pytest.raises((ConfigKeyError, HydraException)):
         compose_cfg("temprature=0.5")
     with pytest.raises(ConfigCompositionException):
@@ -104,13 +110,8 @@ def test_wrong_types_and_unknown_keys_fail_at_composition(compose_cfg: Compose) 
 @pytest.mark.parametrize("runtime", ["tokio", "tokio_localset", "smol", "smol_1kb", "async_std"])
 def test_a_rust_runtime_implies_rust(compose_cfg: Compose, runtime: str) -> None:
     settings = to_settings(compose_cfg(f"runtime={runtime}"))
-    assert settings.language.name == "rust"
+    assert settings.language == "rust"
     assert settings.runtime.legacy == (runtime == "async_std")
-
-
-def test_a_contradicting_language_and_runtime_is_a_clear_error(compose_cfg: Compose) -> None:
-    with pytest.raises(ConfigError, match=r"<runtime=tokio> is a rust runtime but <language=python>"):
-        to_settings(compose_cfg("language=python", "runtime=tokio"))
 
 
 def test_multi_agent_modes_set_each_agents_options(compose_cfg: Compose) -> None:
@@ -127,6 +128,8 @@ def test_multi_agent_modes_set_each_agents_options(compose_cfg: Compose) -> None
     second = agent_options(hetero, 1)
     assert second is not None and (second["num_ctx"], second["num_gpu"], second["temperature"]) == (1024, 100, 0.6)
     assert instance_launch_options(hetero) == [(80, 512), (100, 1024)]
+    # Agent i sends seed + i in every phase: the same sampling alone and together.
+    assert (agent_options(hetero, 0) or {})["seed"] == 0 and second["seed"] == 1
 
 
 @pytest.mark.parametrize(
@@ -141,7 +144,14 @@ def test_multi_agent_modes_set_each_agents_options(compose_cfg: Compose) -> None
             "names agents that do not exist",
         ),
         (("scenario=multi_agent", "+scenario.per_agent={agent_1:{ctx:1024}}"), "apply to scenario.mode=chimera_hetero"),
-        (("scenario=multi_agent", "scenario.mode=hetero"), "<scenario.mode=hetero> must be one of"),
+        (("backend=openai", "backend.url=http://127.0.0.1:9", "topology=dual"), "need one distinct URL per instance"),
+        (
+            ("backend=ollama", "topology=dual", "topology.lifecycle=external",
+             "backend.urls=[http://127.0.0.1:9,http://127.0.0.1:9/]"),
+            "names one server twice",
+        ),
+        (("backend=sim", "topology=dual", "backend.urls=[http://127.0.0.1:9]"), "gives 1"),
+        (("backend=ollama", "topology.lifecycle=external", "backend.url=null"), "set backend.url"),
     ],
 )
 def test_bad_multi_agent_configs_are_refused(compose_cfg: Compose, overrides: tuple[str, ...], needle: str) -> None:
