@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra import version
@@ -83,7 +84,7 @@ SWEEP = ("x=0,1,2", "y=0,1", "repetition=0,1")
 GRID = [[f"x={x}", f"y={y}", f"repetition={r}"] for x, y, r in itertools.product((0, 1, 2), (0, 1), (0, 1))]
 
 
-def ran(tmp_path: Path) -> list[dict[str, object]]:
+def ran(tmp_path: Path) -> list[dict[str, Any]]:
     """What each job folder says it ran, by folder number."""
     folders = sorted((p for p in (tmp_path / "multirun").iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
     return [json.loads((folder / "ran.json").read_text()) | {"folder": int(folder.name)} for folder in folders]
@@ -121,7 +122,7 @@ def test_blocked_jobs_run_in_the_planned_order_each_in_the_folder_of_its_positio
     assert [job["overrides"] for job in jobs] == planned
     for job in jobs:  # folder N = Hydra's job number N = position N; its config is its overrides'
         assert job["folder"] == job["num"]
-        assert [f"x={job['x']}", f"y={job['y']}"] == job["overrides"][:2]  # type: ignore[index]
+        assert [f"x={job['x']}", f"y={job['y']}"] == job["overrides"][:2]
     # The plan file lists the same order.
     listed = (tmp_path / "multirun" / PLAN_FILE).read_text().split("overrides):\n")[1].splitlines()
     assert [line.split(None, 1)[1].split() for line in listed] == planned
