@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         faults=FaultInjector(settings.faults),
         ground_truth=ground_truth,
         stopping=threading.Event(),
+        extensions=settings.timings,
     )
     serve(server, App(services), threading.Event())
     return EXIT_OK

@@ -1,7 +1,7 @@
 """One generation request, from its body to its ground-truth line.
 
 Order of events: parse (400 on a bad body) → fault plan (an injected status
-stops here) → ``engine.prepare`` (404 unknown model, 400 prompt too long) →
+stops here) → ``engine.prepare`` (404 unknown model) →
 FIFO queue → ``engine.generate`` on the admitted slot → frames written as the
 tokens come → final frame. Headers go out with the first frame, so an error
 found after admission (e.g. a failed reload) still gets a proper status. Once
@@ -51,7 +51,7 @@ class GenerationEndpoint:
 
     path: str
     parse: Callable[[dict[str, Any], str], GenerationRequest]
-    framer: Callable[[GenerationRequest, int], Framer]
+    framer: Callable[[GenerationRequest, int, bool], Framer]
     error_body: Callable[[RequestError], dict[str, Any]]
 
 
@@ -65,6 +65,8 @@ class Services:
     ground_truth: GroundTruthLog | None
     # Set at shutdown: running generations stop at their next token.
     stopping: threading.Event
+    # Send timings and prompt_truncated_tokens in final messages (the setting "timings").
+    extensions: bool = True
 
 
 # How often a hung reply looks whether its client gave up or the server stops.
@@ -110,7 +112,7 @@ class GenerationExchange:
                 )
                 return
             prepared = self.services.engine.prepare(request)
-            self.framer = self.endpoint.framer(request, record.t_received_ns)
+            self.framer = self.endpoint.framer(request, record.t_received_ns, self.services.extensions)
             with self.services.queue.admit() as admission:
                 record.t_queued_ns, record.t_admitted_ns = admission.t_queued_ns, admission.t_admitted_ns
                 record.slot = admission.slot
@@ -198,8 +200,7 @@ class GenerationExchange:
     def _finish(self, stats: GenerationStats | None) -> GenerationStats:
         if stats is None:
             raise EngineError("the engine ended without its counters")
-        self.record.prompt_eval_count = stats.prompt_eval_count
-        self.record.eval_count = stats.eval_count
+        self.record.add_stats(stats)
         return stats
 
     def _stream(self, events: Iterator[GenerationEvent], plan: FaultPlan) -> None:

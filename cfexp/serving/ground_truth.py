@@ -13,7 +13,9 @@ import json
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Any, Literal
+
+from cfexp.serving.engines.base import GenerationStats
 
 # ok: reply complete; client_gone: the client closed the connection first;
 # fault_status / fault_drop / fault_malformed / fault_hang: an injected fault
@@ -42,11 +44,40 @@ class GroundTruthRecord:
     chunk_sent_ns: list[int] = field(default_factory=list)
     # The last byte of the reply written (or the failure handled).
     t_done_ns: int | None = None
+    # The engine's counters, as the final message reports them (null when it
+    # did not finish): prompt_eval_count = the whole prompt (cached + evaluated,
+    # after truncation); eval_count includes the end-of-turn token of a reply
+    # that stopped by itself.
     prompt_eval_count: int | None = None
     eval_count: int | None = None
+    # Prompt tokens really evaluated / taken from the prefix cache (timings.prompt_n / cache_n).
+    prompt_n: int | None = None
+    cache_n: int | None = None
+    # Prompt tokens dropped to fit the context.
+    prompt_truncated_tokens: int | None = None
+    done_reason: str | None = None
+    # The durations reported in the final message (ns).
+    load_duration_ns: int | None = None
+    prompt_eval_duration_ns: int | None = None
+    eval_duration_ns: int | None = None
+    # The simulator's model time for this request (null on llamacpp): see docs/serving.md.
+    sim: dict[str, Any] | None = None
     http_status: int | None = None
     outcome: Outcome = "ok"
     error: str | None = None
+
+    def add_stats(self, stats: GenerationStats) -> None:
+        """Copy the engine's final counters."""
+        self.prompt_eval_count = stats.prompt_tokens
+        self.eval_count = stats.eval_count
+        self.prompt_n = stats.prompt_evaluated
+        self.cache_n = stats.cached_prompt_tokens
+        self.prompt_truncated_tokens = stats.prompt_truncated_tokens
+        self.done_reason = stats.done_reason
+        self.load_duration_ns = stats.load_duration_ns
+        self.prompt_eval_duration_ns = stats.prompt_eval_duration_ns
+        self.eval_duration_ns = stats.eval_duration_ns
+        self.sim = stats.detail
 
 
 class GroundTruthLog:

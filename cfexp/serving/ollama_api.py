@@ -4,7 +4,9 @@ Shapes follow Ollama's API documentation (docs/api.md in ollama/ollama):
 ``/api/chat`` and ``/api/generate`` stream one JSON object per line, the last
 with ``done: true``, ``done_reason`` and the counters (durations in ns);
 ``stream: false`` returns that last object with the whole content. Errors are
-``{"error": "..."}``.
+``{"error": "..."}``. cfexp's extensions in the final object, unless the
+setting ``timings`` is false: llama.cpp's ``timings`` and
+``prompt_truncated_tokens``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cfexp.serving.engines.base import GenerationStats, LoadedModel, ModelInfo
+from cfexp.serving.timings import final_extras
 from cfexp.serving.request import (
     GenerationRequest,
     RequestError,
@@ -108,9 +111,11 @@ class OllamaFramer:
 
     content_type = NDJSON
 
-    def __init__(self, request: GenerationRequest, t_received_ns: int) -> None:
+    def __init__(self, request: GenerationRequest, t_received_ns: int, extensions: bool = True) -> None:
         self.request = request
         self.t_received_ns = t_received_ns
+        # Add timings and prompt_truncated_tokens to the final object (real Ollama never does).
+        self.extensions = extensions
 
     def _content(self, text: str) -> dict[str, Any]:
         if self.request.kind == "chat":
@@ -130,11 +135,15 @@ class OllamaFramer:
             # Like Ollama: from the request's arrival, so queueing and loading count.
             total_duration=t_now_ns - self.t_received_ns,
             load_duration=stats.load_duration_ns,
-            prompt_eval_count=stats.prompt_eval_count,
+            # As Ollama counts: the whole prompt, cached tokens included.
+            prompt_eval_count=stats.prompt_tokens,
+            # Only the tokens really evaluated take time (a cache hit shows here).
             prompt_eval_duration=stats.prompt_eval_duration_ns,
+            # The end-of-turn token included when the reply stopped by itself.
             eval_count=stats.eval_count,
             eval_duration=stats.eval_duration_ns,
         )
+        final.update(final_extras(stats, self.extensions))
         return final
 
     def final(self, stats: GenerationStats, t_now_ns: int) -> bytes:

@@ -7,7 +7,10 @@ plain JSON with ``usage`` when ``stream`` is false (the default); with
 empty ``choices`` and the ``usage``, then ``data: [DONE]``. The non-standard
 ``top_k`` and ``repeat_penalty`` body fields are honoured, as llama.cpp's and
 vLLM's servers do. ``num_ctx``/``num_gpu`` cannot be set through this API: the
-request runs with whatever the slot has loaded.
+request runs with whatever the instance has loaded. cfexp's extensions, on
+the last chunk before ``[DONE]`` (or at the top of a whole reply), where
+llama-server puts its ``timings``, unless the setting ``timings`` is false:
+``timings`` and ``prompt_truncated_tokens``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import time
 from typing import Any
 
 from cfexp.serving.engines.base import GenerationStats, ModelInfo
+from cfexp.serving.timings import final_extras
 from cfexp.serving.request import (
     GenerationRequest,
     RequestError,
@@ -111,6 +115,8 @@ def error_body(error: RequestError) -> dict[str, Any]:
 
 
 def usage(stats: GenerationStats) -> dict[str, Any]:
+    # completion_tokens counts the end-of-turn token of a reply that stopped by
+    # itself, as llama-server's does.
     return {
         "prompt_tokens": stats.prompt_tokens,
         "completion_tokens": stats.eval_count,
@@ -128,8 +134,10 @@ class OpenAIFramer:
 
     content_type = SSE
 
-    def __init__(self, request: GenerationRequest, t_received_ns: int) -> None:
+    def __init__(self, request: GenerationRequest, t_received_ns: int, extensions: bool = True) -> None:
         self.request = request
+        # Add timings (and prompt_truncated_tokens) where llama-server puts its timings.
+        self.extensions = extensions
         self.chat = request.kind == "chat"
         self.id = f"{'chatcmpl' if self.chat else 'cmpl'}-{request.request_id}"
         self.created = int(time.time())
@@ -163,11 +171,12 @@ class OpenAIFramer:
         return _event(self._chunk([self._choice(text, None)]))
 
     def final(self, stats: GenerationStats, t_now_ns: int) -> bytes:
-        frames = [_event(self._chunk([self._choice(None, stats.done_reason)]))]
+        chunks = [self._chunk([self._choice(None, stats.done_reason)])]
         if self.request.include_usage:
-            frames.append(_event({**self._envelope(chunk=True), "choices": [], "usage": usage(stats)}))
-        frames.append(_DONE)
-        return b"".join(frames)
+            chunks.append({**self._envelope(chunk=True), "choices": [], "usage": usage(stats)})
+        # As llama-server: timings (and our prompt_truncated_tokens) on the last chunk.
+        chunks[-1].update(final_extras(stats, self.extensions))
+        return b"".join(_event(chunk) for chunk in chunks) + _DONE
 
     def whole(self, text: str, stats: GenerationStats, t_now_ns: int) -> dict[str, Any]:
         if self.chat:
@@ -179,7 +188,12 @@ class OpenAIFramer:
             }
         else:
             choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": stats.done_reason}
-        return {**self._envelope(chunk=False), "choices": [choice], "usage": usage(stats)}
+        return {
+            **self._envelope(chunk=False),
+            "choices": [choice],
+            "usage": usage(stats),
+            **final_extras(stats, self.extensions),
+        }
 
     def error(self, message: str) -> bytes:
         # No [DONE] after it: the stream did not complete.

@@ -95,6 +95,22 @@ class SimSettings:
     seed: int = 0
     # Simulate llama.cpp's per-slot prefix cache (a repeated prompt evaluates ~1 token).
     prompt_cache: bool = True
+    # Count the end-of-turn token in eval_count / completion_tokens when the reply
+    # stops by itself (done_reason "stop"), as Ollama and llama-server do.
+    count_end_of_turn: bool = True
+    # The model stops by itself after this many tokens when num_predict and the
+    # context allow; None = only a request without num_predict stops by itself,
+    # at default_num_predict.
+    natural_stop_tokens: int | None = None
+    # Continuous batching: with k requests active on the instance, every prefill
+    # and decode step takes x (1 + batch_slowdown * (k - 1)). 0 = independent slots.
+    batch_slowdown: float = 0.0
+    # A machine that slows down: every duration x (1 + drift_per_s * model seconds
+    # since the server started).
+    drift_per_s: float = 0.0
+    # Send the final message's extensions: llama.cpp's "timings" object and
+    # "prompt_truncated_tokens" (false = exactly Ollama's / OpenAI's shapes).
+    timings: bool = True
     faults: FaultSettings = field(default_factory=FaultSettings)
 
 
@@ -126,6 +142,9 @@ class LlamaSettings:
     top_k: int = 64
     top_p: float = 0.95
     repeat_penalty: float = 1.0
+    # Send the final message's extensions: llama.cpp's "timings" object and
+    # "prompt_truncated_tokens" (false = exactly Ollama's / OpenAI's shapes).
+    timings: bool = True
     faults: FaultSettings = field(default_factory=FaultSettings)
 
 
@@ -179,6 +198,12 @@ _RULES: dict[str, tuple[_Check, str]] = {
         "null or a whole number of tokens from 16 to 1048576",
     ),
     "optimum_width": (lambda v: _is_number(v) and v > 0, "a number of layers > 0"),
+    "natural_stop_tokens": (
+        lambda v: v is None or (_is_int(v) and v >= 0),
+        "null or a whole number of tokens >= 0",
+    ),
+    "batch_slowdown": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+    "drift_per_s": (lambda v: _is_number(v) and v >= 0, "a number >= 0 (per model second)"),
     "optimum_floor": (lambda v: _is_number(v) and 0 < v <= 1, "a number above 0, at most 1"),
 }
 

@@ -31,6 +31,10 @@ class Server:
     port: int
     ground_truth: Path
     log: Path
+    # time.monotonic_ns() just before the process was started, and when its
+    # READY line was read: the server's own start lies between the two.
+    t_spawned_ns: int = 0
+    t_ready_ns: int = 0
 
     @property
     def url(self) -> str:
@@ -111,6 +115,7 @@ def start_server(engine: str, settings: dict[str, Any], directory: Path, timeout
         "--ground-truth",
         str(ground_truth),
     ]
+    t_spawned = time.monotonic_ns()
     process = run_serving(args, log)
     assert process.stdout is not None
     deadline = time.monotonic() + timeout_s
@@ -127,7 +132,14 @@ def start_server(engine: str, settings: dict[str, Any], directory: Path, timeout
         process.wait()
         process.stdout.close()
         raise AssertionError(f"server did not become ready (got {line!r}); log:\n{log.read_text()[-3000:]}")
-    return Server(process=process, port=int(line[len(READY) :]), ground_truth=ground_truth, log=log)
+    return Server(
+        process=process,
+        port=int(line[len(READY) :]),
+        ground_truth=ground_truth,
+        log=log,
+        t_spawned_ns=t_spawned,
+        t_ready_ns=time.monotonic_ns(),
+    )
 
 
 def ndjson_lines(response: httpx.Response) -> list[dict[str, Any]]:

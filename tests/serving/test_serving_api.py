@@ -125,7 +125,9 @@ def test_generate_streamed_and_not(client: httpx.Client) -> None:
 
 def test_default_length_when_num_predict_is_absent(client: httpx.Client) -> None:
     body = client.post("/api/chat", json={"model": SIM_MODEL, "messages": CHAT, "stream": False}).json()
-    assert body["eval_count"] == 128 and body["done_reason"] == "stop"
+    # 128 tokens, then the end-of-turn token, counted as Ollama counts it.
+    assert body["eval_count"] == 129 and body["done_reason"] == "stop"
+    assert body["timings"]["predicted_n"] == 129
 
 
 def test_empty_chat_only_loads(client: httpx.Client) -> None:
@@ -146,15 +148,21 @@ def test_model_name_without_tag_means_latest(client: httpx.Client) -> None:
     assert body.status_code == 200
 
 
-def test_sim_prefix_cache_shows_in_prompt_eval_count(client: httpx.Client) -> None:
+def test_sim_prefix_cache_shows_in_timings_not_in_prompt_eval_count(client: httpx.Client) -> None:
     messages = [{"role": "user", "content": "A prompt that is long enough to be worth caching. " * 8}]
     request = {"model": SIM_MODEL, "messages": messages, "stream": False, "options": {"num_predict": 3}}
     first = client.post(
         "/api/chat", json={**request, "messages": [{"role": "user", "content": "something else"}]}
     ).json()
-    full = client.post("/api/chat", json=request).json()["prompt_eval_count"]
-    again = client.post("/api/chat", json=request).json()["prompt_eval_count"]
-    assert first["done"] and full > 50 and again == 1
+    full = client.post("/api/chat", json=request).json()
+    again = client.post("/api/chat", json=request).json()
+    assert first["done"] and full["prompt_eval_count"] > 50
+    # As Ollama: the whole prompt is counted either way; only timings show the hit.
+    assert again["prompt_eval_count"] == full["prompt_eval_count"]
+    # The first one shares only the template's opening with "something else".
+    assert full["timings"]["prompt_n"] + full["timings"]["cache_n"] == full["prompt_eval_count"]
+    assert full["timings"]["prompt_n"] > 50
+    assert again["timings"]["prompt_n"] == 1 and again["timings"]["cache_n"] == full["prompt_eval_count"] - 1
 
 
 # -- OpenAI ------------------------------------------------------------------------
@@ -256,16 +264,20 @@ def test_missing_fields(client: httpx.Client) -> None:
     assert bad_option.status_code == 400 and "num_predict" in bad_option.json()["error"]
 
 
-def test_prompt_longer_than_the_context(client: httpx.Client) -> None:
+def test_prompt_longer_than_the_context_is_truncated(client: httpx.Client) -> None:
     long_chat = [{"role": "user", "content": "word " * 4000}]  # ~5000 tokens > num_ctx 4096
-    ollama = client.post("/api/chat", json={"model": SIM_MODEL, "messages": long_chat})
-    assert ollama.status_code == 400 and "too long" in ollama.json()["error"]
-    openai = client.post(
-        "/v1/chat/completions", json={"model": SIM_MODEL, "messages": long_chat, "stream": True}
+    ollama = client.post(
+        "/api/chat",
+        json={"model": SIM_MODEL, "messages": long_chat, "stream": False, "options": {"num_predict": 8}},
     )
-    assert openai.status_code == 400 and openai.json()["error"]["code"] == "context_length_exceeded"
-    small = client.post("/api/chat", json={"model": SIM_MODEL, "messages": CHAT, "options": {"num_ctx": 16}})
-    assert small.status_code == 400
+    assert ollama.status_code == 200
+    body = ollama.json()
+    # Kept: num_ctx - num_predict tokens (see test_serving_counting for the rule).
+    assert body["prompt_eval_count"] == 4096 - 8 and body["prompt_truncated_tokens"] > 0
+    openai = client.post(
+        "/v1/chat/completions", json={"model": SIM_MODEL, "messages": long_chat, "max_tokens": 8}
+    )
+    assert openai.status_code == 200 and openai.json()["prompt_truncated_tokens"] > 0
 
 
 def test_num_predict_is_capped_by_the_context(client: httpx.Client) -> None:

@@ -2,18 +2,29 @@
 
 These run the embedded model on the CPU (they are slow, not skipped). Greedy
 sampling (temperature 0) keeps replies reproducible; num_predict stays <= 24
-so the file takes well under two minutes on 2 cores.
+and long prompts are cut to small contexts, so the file stays short on 2 cores.
+
+Counting as real servers count: ``prompt_eval_count`` = the whole prompt,
+``timings.prompt_n`` / ``cache_n`` = evaluated / reused from the slot's KV
+cache, ``eval_count`` = tokens sampled, the end-of-generation token included
+when the model stops by itself.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator, Sequence
 from typing import Any
 
 import httpx
+import llama_cpp
 import pytest
 
+from cfexp.serving.engines.base import GenerationStats, TokenPiece
+from cfexp.serving.engines.llama import LlamaEngine
+from cfexp.serving.request import ChatMessage, GenerationRequest, SamplingOptions
+from cfexp.serving.settings import LlamaSettings
 from tests.serving.serving_helpers import (
     LLAMA_MODEL,
     Server,
@@ -55,7 +66,16 @@ def test_streamed_chat_reply(client: httpx.Client) -> None:
     assert text.strip()
     assert final["done"] is True and final["done_reason"] in ("stop", "length")
     assert 0 < final["eval_count"] <= 16 and len(chunks) <= final["eval_count"]
+    if final["done_reason"] == "length":
+        assert final["eval_count"] == 16
     assert final["prompt_eval_count"] > 0 and final["prompt_eval_duration"] > 0 and final["eval_duration"] > 0
+    timings = final["timings"]
+    assert timings["prompt_n"] + timings["cache_n"] == final["prompt_eval_count"] and timings["prompt_n"] > 0
+    assert timings["predicted_n"] == final["eval_count"] and final["prompt_truncated_tokens"] == 0
+    assert timings["prompt_ms"] == final["prompt_eval_duration"] / 1e6
+    # llama-server's rate: the first token comes from the prompt's logits, so n - 1 decode steps.
+    steps = timings["predicted_n"] - 1
+    assert timings["predicted_per_token_ms"] == pytest.approx(timings["predicted_ms"] / steps)
     # load_duration is left out: a slot's first request reports the load done
     # at startup, before the request arrived.
     assert final["total_duration"] >= final["prompt_eval_duration"] + final["eval_duration"]
@@ -77,11 +97,17 @@ def test_openai_stream_with_usage(client: httpx.Client) -> None:
     assert (
         events[-2]["choices"] == [] and 0 < usage["completion_tokens"] <= 12 and usage["prompt_tokens"] > 10
     )
+    # timings on the last chunk, as llama-server sends them.
+    timings = events[-2]["timings"]
+    assert timings["predicted_n"] == usage["completion_tokens"]
+    assert timings["cache_n"] == usage["prompt_tokens_details"]["cached_tokens"]
+    assert timings["prompt_n"] + timings["cache_n"] == usage["prompt_tokens"]
+    assert "timings" not in events[-3]
     content = "".join(e["choices"][0]["delta"].get("content", "") for e in events[:-2])
     assert content.strip()
 
 
-def test_prompt_cache_shows_in_prompt_eval_count(client: httpx.Client) -> None:
+def test_prompt_cache_shows_in_timings_not_in_prompt_eval_count(client: httpx.Client) -> None:
     chat = [{"role": "user", "content": "Describe a quiet harbour town at dawn in one sentence."}]
     request = {
         "model": LLAMA_MODEL,
@@ -91,8 +117,18 @@ def test_prompt_cache_shows_in_prompt_eval_count(client: httpx.Client) -> None:
     }
     first = client.post("/api/chat", json=request).json()
     second = client.post("/api/chat", json=request).json()
-    assert first["prompt_eval_count"] > 10
-    assert second["prompt_eval_count"] <= 2 < first["prompt_eval_count"]
+    openai = client.post(
+        "/v1/chat/completions",
+        json={"model": LLAMA_MODEL, "messages": chat, "max_tokens": 2, "temperature": 0},
+    ).json()
+    prompt = first["prompt_eval_count"]
+    # As Ollama: the whole prompt is counted both times.
+    assert prompt > 10 and second["prompt_eval_count"] == prompt == openai["usage"]["prompt_tokens"]
+    assert first["timings"]["prompt_n"] > 10
+    # Llama.generate re-evaluates the last prompt token; the rest comes from the slot's KV cache.
+    assert (second["timings"]["prompt_n"], second["timings"]["cache_n"]) == (1, prompt - 1)
+    cached = openai["usage"]["prompt_tokens_details"]["cached_tokens"]
+    assert cached == openai["timings"]["cache_n"] == prompt - 1
 
 
 def test_without_prompt_cache_every_prompt_is_evaluated_in_full(server_factory: ServerFactory) -> None:
@@ -109,6 +145,7 @@ def test_without_prompt_cache_every_prompt_is_evaluated_in_full(server_factory: 
     assert first["prompt_tokens"] == second["prompt_tokens"] > 10
     assert second["prompt_tokens_details"]["cached_tokens"] == 0
     assert ollama["prompt_eval_count"] == first["prompt_tokens"]
+    assert (ollama["timings"]["prompt_n"], ollama["timings"]["cache_n"]) == (first["prompt_tokens"], 0)
 
 
 def _stream(url: str, index: int, results: dict[int, dict[str, Any]]) -> None:
@@ -175,15 +212,85 @@ def test_num_ctx_change_reloads_the_model(client: httpx.Client) -> None:
     assert client.get("/api/ps").json()["models"][0]["context_length"] == 1024
 
 
-def test_prompt_too_long_and_unknown_model(client: httpx.Client) -> None:
+def test_long_prompts_are_truncated(llama_server: Server, client: httpx.Client) -> None:
+    """~1500 tokens into a context of 256: the first 4 and the most recent tokens are kept."""
     long_chat = [{"role": "user", "content": "harbour " * 1500}]
-    response = client.post(
-        "/v1/chat/completions", json={"model": LLAMA_MODEL, "messages": long_chat, "max_tokens": 2}
+    ollama = client.post(
+        "/api/chat",
+        json={
+            "model": LLAMA_MODEL,
+            "messages": long_chat,
+            "stream": False,
+            "options": {**GREEDY, "num_ctx": 256, "num_predict": 4},
+        },
     )
-    assert response.status_code == 400 and response.json()["error"]["code"] == "context_length_exceeded"
+    assert ollama.status_code == 200, ollama.text
+    body = ollama.json()
+    # 256 - num_predict 4 = 252 prompt tokens kept; the rest dropped.
+    assert body["prompt_eval_count"] == 252 and body["prompt_truncated_tokens"] > 1000
+    assert body["eval_count"] == 4 and body["message"]["content"]
+    whole = body["prompt_eval_count"] + body["prompt_truncated_tokens"]
+    # OpenAI runs with the loaded context (256 now): max_tokens 2 leaves 254.
+    openai = client.post(
+        "/v1/chat/completions",
+        json={"model": LLAMA_MODEL, "messages": long_chat, "max_tokens": 2, "temperature": 0},
+    ).json()
+    assert openai["usage"]["prompt_tokens"] == 254 and openai["prompt_truncated_tokens"] == whole - 254
+    records = llama_server.ground_truth_for([ollama.headers["x-request-id"]])
+    assert records[ollama.headers["x-request-id"]]["prompt_truncated_tokens"] == whole - 252
+    line = f"truncating input prompt limit=256 prompt={whole} keep=4 new=252 dropped={whole - 252}"
+    assert line in llama_server.log.read_text()
+
+
+def test_unknown_model_and_pull(client: httpx.Client) -> None:
     missing = client.post("/api/chat", json={"model": "llama3", "messages": CHAT})
     assert missing.status_code == 404 and missing.json() == {"error": "model 'llama3' not found"}
     assert client.post("/api/pull", json={"model": LLAMA_MODEL, "stream": False}).json() == {
         "status": "success"
     }
     assert client.post("/api/pull", json={"model": "llama3"}).status_code == 404
+
+
+def test_end_of_generation_token_is_counted_when_the_model_stops_by_itself(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The embedded base model rarely stops by itself, so its 4th token is made the end of turn.
+
+    Everything else is real llama.cpp: the vocabulary's EOG check, the KV cache, the perf timings.
+    """
+    engine = LlamaEngine(LlamaSettings(n_ctx=256, n_threads=2))
+    try:
+        llm = engine._slots[0].llama
+        end_of_turn = llama_cpp.llama_vocab_eot(llm._model.vocab)
+        assert llama_cpp.llama_vocab_is_eog(llm._model.vocab, end_of_turn)
+        original = llm.generate
+
+        def stops_after_3(tokens: Sequence[int], **kwargs: Any) -> Generator[int, None, None]:
+            for index, token in enumerate(original(tokens, **kwargs)):
+                yield end_of_turn if index == 3 else token
+
+        request = GenerationRequest(
+            request_id="t",
+            api="ollama",
+            endpoint="/api/chat",
+            kind="chat",
+            model=LLAMA_MODEL,
+            stream=True,
+            messages=(ChatMessage("user", "Name a colour."),),
+            options=SamplingOptions(temperature=0, seed=1, num_predict=10),
+        )
+        monkeypatch.setattr(llm, "generate", stops_after_3)
+        events = list(engine.generate(engine.prepare(request), 0))
+        stopped = events[-1]
+        assert isinstance(stopped, GenerationStats) and stopped.done_reason == "stop"
+        assert "".join(e.text for e in events if isinstance(e, TokenPiece))
+        # 3 tokens, then the end of turn, counted as Ollama and llama-server count it.
+        assert stopped.eval_count == 4 and stopped.eval_steps == 3
+        monkeypatch.setattr(llm, "generate", original)
+        cut_request = dataclasses.replace(request, options=SamplingOptions(temperature=0, num_predict=3))
+        cut = list(engine.generate(engine.prepare(cut_request), 0))[-1]
+        assert isinstance(cut, GenerationStats) and cut.done_reason == "length" and cut.eval_count == 3
+        # The same prompt again: counted whole, evaluated 1 token.
+        assert cut.prompt_tokens == stopped.prompt_tokens and cut.prompt_evaluated == 1
+    finally:
+        engine.close()

@@ -132,9 +132,12 @@ def test_sim_engine_counts_and_cache() -> None:
     pieces, stats = events[:-1], events[-1]
     assert all(isinstance(p, TokenPiece) for p in pieces) and len(pieces) == 5
     assert isinstance(stats, GenerationStats) and stats.eval_count == 5 and stats.done_reason == "length"
-    assert stats.prompt_eval_count == prepared.prompt_tokens
+    assert stats.prompt_tokens == stats.prompt_evaluated == prepared.prompt_tokens
     again = list(engine.generate(prepared, 0))[-1]
-    assert isinstance(again, GenerationStats) and again.prompt_eval_count == 1
+    # A repeated prompt: the whole prompt is counted, one token is evaluated.
+    assert isinstance(again, GenerationStats) and again.prompt_evaluated == 1
+    assert again.prompt_tokens == prepared.prompt_tokens
+    assert again.cached_prompt_tokens == prepared.prompt_tokens - 1
     with pytest.raises(RequestError, match="not found"):
         engine.prepare(GenerationRequest("t", "ollama", "/api/chat", "chat", "other", True))
 

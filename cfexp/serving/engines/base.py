@@ -5,8 +5,10 @@ pieces and final counters. It is used in two steps, so a request that cannot be
 served is refused *before* it waits in the queue:
 
 1. ``prepare(request)`` — cheap, runs on the request's thread before admission:
-   resolves the model, renders and counts the prompt, checks it fits the
-   context (raises ``RequestError`` with a 4xx status otherwise).
+   resolves the model, renders and counts the prompt (raises ``RequestError``
+   with a 4xx status for an unknown model). A prompt longer than the context
+   is not refused: ``generate`` truncates it (:func:`plan_truncation`), once
+   the context it runs with is known.
 2. ``generate(prepared, slot)`` — runs after admission, on the slot the queue
    gave: yields :class:`TokenPiece` items, then exactly one
    :class:`GenerationStats` as the last item. A slot is used by one request at
@@ -16,11 +18,14 @@ served is refused *before* it waits in the queue:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from cfexp.serving.request import GenerationRequest
+
+logger = logging.getLogger(__name__)
 
 DoneReason = Literal["stop", "length", "load"]
 
@@ -82,21 +87,46 @@ class TokenPiece:
 
 @dataclass(frozen=True)
 class GenerationStats:
-    """The engine's counters for one request (durations in nanoseconds)."""
+    """The engine's counters for one request (durations in nanoseconds).
 
-    # Tokens in the whole prompt (OpenAI usage.prompt_tokens).
+    Counted as real servers count: ``prompt_tokens`` is the whole prompt the
+    model was given (after any truncation), cached or not (Ollama's
+    ``prompt_eval_count``, OpenAI's ``usage.prompt_tokens``); the tokens
+    really evaluated are ``prompt_evaluated`` (llama.cpp's ``timings.prompt_n``).
+    ``eval_count`` includes the end-of-turn token when the reply stopped by
+    itself, as Ollama and llama-server count it.
+    """
+
+    # Tokens of the prompt the model was given (after truncation), cached + evaluated.
     prompt_tokens: int
-    # Prompt tokens actually evaluated: small when the prefix cache hit.
-    prompt_eval_count: int
+    # Prompt tokens evaluated for this request (the rest came from the prefix cache).
+    prompt_evaluated: int
+    # Tokens generated, the end-of-turn token included when the reply stopped by itself.
     eval_count: int
+    # Time from reaching the engine until the model was ready for this request:
+    # its own (re)load, and waiting for another request's load or for in-flight
+    # requests to finish before a reload (as Ollama's load_duration).
     load_duration_ns: int
     prompt_eval_duration_ns: int
     eval_duration_ns: int
     done_reason: DoneReason
+    # Prompt tokens dropped to fit the context (0 = the prompt was used whole).
+    prompt_truncated_tokens: int = 0
+    # Decode steps that eval_duration covers (for per-token rates): the
+    # simulator's eval_count steps; llama.cpp's sampled tokens - 1, the first
+    # being sampled from the prompt's logits.
+    eval_steps: int = 0
+    # Engine-specific accounting for the ground truth (the simulator's model time).
+    detail: dict[str, Any] | None = None
 
     @property
     def cached_prompt_tokens(self) -> int:
-        return max(0, self.prompt_tokens - self.prompt_eval_count)
+        return max(0, self.prompt_tokens - self.prompt_evaluated)
+
+
+def load_only_stats(load_ns: int, detail: dict[str, Any] | None = None) -> GenerationStats:
+    """The counters of a request that only loaded the model (Ollama's empty prompt)."""
+    return GenerationStats(0, 0, 0, load_ns, 0, 0, "load", detail=detail)
 
 
 GenerationEvent = TokenPiece | GenerationStats
@@ -161,3 +191,52 @@ def effective_num_predict(requested: int | None, default: int | None, room: int)
     if wanted is None or wanted > room:
         return room, True
     return wanted, False
+
+
+#: Prompt tokens kept at the start when a prompt is truncated: Ollama's default
+#: ``num_keep`` (for Gemma 3: BOS and the opening of the first user turn).
+TRUNCATE_KEEP_HEAD = 4
+
+
+@dataclass(frozen=True)
+class Truncation:
+    """Which prompt tokens a too-long prompt keeps: the first ``head``, the last ``tail``."""
+
+    head: int
+    tail: int
+    dropped: int
+
+    @property
+    def kept(self) -> int:
+        return self.head + self.tail
+
+
+def plan_truncation(prompt_tokens: int, num_ctx: int, num_predict: int | None) -> Truncation | None:
+    """How to cut a prompt that leaves no room in the context; None when it fits.
+
+    The rule (docs/serving.md, "Prompts longer than the context"): a prompt of
+    ``num_ctx`` tokens or more keeps ``num_ctx - reserve`` tokens, the first
+    :data:`TRUNCATE_KEEP_HEAD` and the most recent ones, where ``reserve``, the
+    room left for the reply, is ``num_predict`` capped at half the context
+    (half the context when num_predict is absent or negative; at least 1).
+    """
+    if prompt_tokens < num_ctx:
+        return None
+    half = num_ctx // 2
+    reserve = half if num_predict is None or num_predict < 0 else min(num_predict, half)
+    kept = num_ctx - max(1, reserve)
+    head = min(TRUNCATE_KEEP_HEAD, kept)
+    return Truncation(head=head, tail=kept - head, dropped=prompt_tokens - kept)
+
+
+def log_truncation(request_id: str, num_ctx: int, prompt_tokens: int, plan: Truncation) -> None:
+    """The server log's line for a truncated prompt (Ollama's words and fields)."""
+    logger.warning(
+        "request %s: truncating input prompt limit=%d prompt=%d keep=%d new=%d dropped=%d",
+        request_id,
+        num_ctx,
+        prompt_tokens,
+        plan.head,
+        plan.kept,
+        plan.dropped,
+    )

@@ -4,19 +4,27 @@ One ``Llama`` per slot (each with its own KV cache), used by one request at a
 time: the queue guarantees it, so no stream is ever interrupted by another
 request. Tokens are generated with ``Llama.generate`` (which reuses the KV
 cache for the longest common prompt prefix) and sampled with the request's
-options, Gemma 3's published defaults filling the gaps.
+options, Gemma 3's published defaults filling the gaps. The slots form one
+instance with one loaded configuration (:mod:`cfexp.serving.engines.instance`):
+a request with another num_ctx / num_gpu waits for the running ones, then
+reloads every slot, as Ollama reloads its runner.
 
-Counters, as Ollama reports them:
+Counters, as Ollama and llama-server report them:
 
-- ``prompt_eval_count``: prompt tokens actually decoded for this request,
-  counted where ``Llama.eval`` is called — llama.cpp's own perf counters
-  report ``max(1, n)``, so they cannot tell 0 from 1 on a cache hit.
+- ``prompt_tokens`` (Ollama ``prompt_eval_count``): the whole prompt, cached
+  or not, after truncation.
+- ``prompt_evaluated`` (``timings.prompt_n``): prompt tokens actually decoded
+  for this request, counted where ``Llama.eval`` is called — llama.cpp's own
+  perf counters report ``max(1, n)``, so they cannot tell 0 from 1 on a cache
+  hit; the rest of the prompt came from the slot's KV cache (``cache_n``).
 - ``prompt_eval_duration`` / ``eval_duration``: llama.cpp's perf timings
   (``llama_perf_context``: decode compute time, reset before each request),
   split at the first sampled token. Sampling and detokenizing are not included.
-- ``eval_count``: tokens generated (the end-of-turn token not included).
-- ``load_duration``: the slot's startup load on its first request, the reload
-  when the request's num_ctx / num_gpu differ from the loaded ones, else 0.
+- ``eval_count``: tokens sampled, the end-of-generation token included when
+  the model stopped by itself (``Llama.generate`` yields it; Ollama and
+  llama-server count it).
+- ``load_duration``: the startup load on the instance's first request, the
+  reload (and the wait for it) when num_ctx / num_gpu change, else 0.
 """
 
 from __future__ import annotations
@@ -48,8 +56,12 @@ from cfexp.serving.engines.base import (
     TokenPiece,
     canonical_model_name,
     effective_num_predict,
+    load_only_stats,
+    log_truncation,
+    plan_truncation,
     same_model,
 )
+from cfexp.serving.engines.instance import Config, InstanceGate
 from cfexp.serving.request import GenerationRequest, RequestError
 from cfexp.serving.settings import LlamaSettings
 from cfexp.serving.templates import render_prompt
@@ -91,10 +103,6 @@ class _CountingLlama(llama_cpp.Llama):
 @dataclass
 class _Slot:
     llama: _CountingLlama
-    n_ctx: int
-    n_gpu_layers: int
-    # Startup load time, reported (once) by the slot's first request.
-    pending_load_ns: int
 
 
 def resolve_model_path(settings: LlamaSettings) -> Path:
@@ -147,15 +155,17 @@ class LlamaEngine:
         self._seed_lock = threading.Lock()
         self._seeds = random.Random(settings.seed)
         self._slots: list[_Slot] = []
+        started = time.monotonic_ns()
         for index in range(settings.slots):
-            started = time.monotonic_ns()
             llama = self._load(settings.n_ctx, settings.n_gpu_layers)
-            load_ns = time.monotonic_ns() - started
-            logger.info("slot %d loaded %s in %.2f s", index, self.model_path.name, load_ns / 1e9)
-            self._slots.append(_Slot(llama, settings.n_ctx, settings.n_gpu_layers, load_ns))
+            logger.info("slot %d loaded %s", index, self.model_path.name)
+            self._slots.append(_Slot(llama))
+        # The startup load, reported (once) by the instance's first request.
+        self._pending_load_ns = time.monotonic_ns() - started
+        self._pending_lock = threading.Lock()
+        logger.info("loaded %d slot(s) in %.2f s", settings.slots, self._pending_load_ns / 1e9)
         self.model = self._describe(self._slots[0].llama)
-        for slot in self._slots:
-            slot.n_gpu_layers = self._gpu_layers(slot.n_gpu_layers)
+        self._gate = InstanceGate((settings.n_ctx, self._gpu_layers(settings.n_gpu_layers)))
 
     def _load(self, n_ctx: int, n_gpu_layers: int) -> _CountingLlama:
         settings = self.settings
@@ -211,9 +221,12 @@ class LlamaEngine:
         return [self.model]
 
     def loaded(self) -> list[LoadedModel]:
-        slot = self._slots[0]
-        on_gpu = slot.n_gpu_layers != 0 and bool(llama_cpp.llama_supports_gpu_offload())
-        return [LoadedModel(self.model, slot.n_ctx, self.model.size_bytes if on_gpu else 0)]
+        config = self._gate.loaded
+        if config is None:  # a reload failed: nothing is loaded
+            return []
+        n_ctx, n_gpu_layers = config
+        on_gpu = n_gpu_layers != 0 and bool(llama_cpp.llama_supports_gpu_offload())
+        return [LoadedModel(self.model, n_ctx, self.model.size_bytes if on_gpu else 0)]
 
     def find_model(self, name: str) -> ModelInfo | None:
         return self.model if same_model(name, self.model.name) else None
@@ -238,7 +251,6 @@ class LlamaEngine:
             # Like Ollama: an option left out means the default, not "whatever is loaded".
             num_ctx = self.settings.n_ctx if num_ctx is None else num_ctx
             num_gpu = self.settings.n_gpu_layers if num_gpu is None else num_gpu
-        _check_fits(len(tokens), num_ctx or self._slots[0].n_ctx)
         return PreparedGeneration(
             request=request,
             model=model,
@@ -249,42 +261,64 @@ class LlamaEngine:
             token_ids=tuple(tokens),
         )
 
-    def _ensure_loaded(self, slot: _Slot, n_ctx: int, n_gpu_layers: int) -> int:
-        """Reload the slot's model if the launch parameters differ; the load time in ns."""
-        load_ns, slot.pending_load_ns = slot.pending_load_ns, 0
-        if (slot.n_ctx, slot.n_gpu_layers) == (n_ctx, n_gpu_layers):
-            return load_ns
+    def _reload(self, config: Config) -> None:
+        """Load every slot with ``config`` (no request is running: the gate waited)."""
+        n_ctx, n_gpu_layers = config
         started = time.monotonic_ns()
-        slot.llama.close()
-        # llama.cpp's -1 = every layer, the output layer included.
-        slot.llama = self._load(n_ctx, -1 if n_gpu_layers >= self.model.n_layers else n_gpu_layers)
-        slot.n_ctx, slot.n_gpu_layers = n_ctx, n_gpu_layers
-        load_ns = time.monotonic_ns() - started
-        logger.info("reloaded with n_ctx=%d n_gpu_layers=%d in %.2f s", n_ctx, n_gpu_layers, load_ns / 1e9)
+        for slot in self._slots:
+            slot.llama.close()
+        try:
+            for slot in self._slots:
+                # llama.cpp's -1 = every layer, the output layer included.
+                slot.llama = self._load(n_ctx, -1 if n_gpu_layers >= self.model.n_layers else n_gpu_layers)
+        except SetupError as exc:
+            raise EngineError(str(exc)) from exc
+        logger.info(
+            "reloaded %d slot(s) with n_ctx=%d n_gpu_layers=%d in %.2f s",
+            len(self._slots),
+            n_ctx,
+            n_gpu_layers,
+            (time.monotonic_ns() - started) / 1e9,
+        )
+
+    def _startup_load_ns(self) -> int:
+        with self._pending_lock:
+            load_ns, self._pending_load_ns = self._pending_load_ns, 0
         return load_ns
 
     def generate(
         self, prepared: PreparedGeneration, slot_index: int
     ) -> Generator[GenerationEvent, None, None]:
-        slot = self._slots[slot_index]
         request = prepared.request
-        n_ctx = prepared.num_ctx or slot.n_ctx
-        n_gpu_layers = slot.n_gpu_layers if prepared.num_gpu is None else self._gpu_layers(prepared.num_gpu)
-        _check_fits(prepared.prompt_tokens, n_ctx)
-        try:
-            load_ns = self._ensure_loaded(slot, n_ctx, n_gpu_layers)
-        except SetupError as exc:
-            raise EngineError(str(exc)) from exc
-        if request.load_only:
-            yield GenerationStats(0, 0, 0, load_ns, 0, 0, "load")
-            return
-        yield from self._generate(slot.llama, prepared, n_ctx, load_ns)
+        wanted: Config | None = None
+        if prepared.num_ctx is not None or prepared.num_gpu is not None:
+            wanted = (
+                prepared.num_ctx if prepared.num_ctx is not None else self.settings.n_ctx,
+                self._gpu_layers(
+                    prepared.num_gpu if prepared.num_gpu is not None else self.settings.n_gpu_layers
+                ),
+            )
+        default = (self.settings.n_ctx, self._gpu_layers(self.settings.n_gpu_layers))
+        with self._gate.use(wanted, default, self._reload) as passage:
+            # The first request also reports the load done at startup, before it arrived.
+            load_ns = passage.load_ns + self._startup_load_ns()
+            if request.load_only:
+                yield load_only_stats(load_ns)
+                return
+            llm = self._slots[slot_index].llama
+            yield from self._generate(llm, prepared, passage.config[0], load_ns)
 
     def _generate(
         self, llm: _CountingLlama, prepared: PreparedGeneration, n_ctx: int, load_ns: int
     ) -> Generator[GenerationEvent, None, None]:
         settings, options = self.settings, prepared.request.options
         tokens = list(prepared.token_ids)
+        dropped = 0
+        plan = plan_truncation(len(tokens), n_ctx, options.num_predict)
+        if plan is not None:
+            log_truncation(prepared.request.request_id, n_ctx, len(tokens), plan)
+            tokens = tokens[: plan.head] + (tokens[len(tokens) - plan.tail :] if plan.tail else [])
+            dropped = plan.dropped
         limit, _ = effective_num_predict(options.num_predict, None, n_ctx - len(tokens))
         if not settings.prompt_cache:
             llm.reset()  # type: ignore[no-untyped-call]  # n_tokens = 0: generate() then finds no prefix and clears the KV cache
@@ -297,7 +331,9 @@ class LlamaEngine:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         llama_cpp.llama_perf_context_reset(llm.ctx)
         llm.decoded_tokens = 0
-        prompt_eval_count, prompt_ms = 0, 0.0
+        prompt_evaluated, prompt_ms = 0, 0.0
+        # Tokens sampled: the generated ones, and the end-of-generation token if it came.
+        sampled = 0
         generated = 0
         done_reason: DoneReason = "length"
         tokens_out = llm.generate(
@@ -318,8 +354,9 @@ class LlamaEngine:
                 if first:
                     # The prompt is decoded and the first token sampled: split here.
                     perf = llama_cpp.llama_perf_context(llm.ctx)
-                    prompt_eval_count, prompt_ms = llm.decoded_tokens, perf.t_p_eval_ms + perf.t_eval_ms
+                    prompt_evaluated, prompt_ms = llm.decoded_tokens, perf.t_p_eval_ms + perf.t_eval_ms
                     first = False
+                sampled += 1
                 if llama_cpp.llama_vocab_is_eog(vocab, token):
                     done_reason = "stop"
                     break
@@ -340,12 +377,16 @@ class LlamaEngine:
         total_ms = perf.t_p_eval_ms + perf.t_eval_ms
         yield GenerationStats(
             prompt_tokens=len(tokens),
-            prompt_eval_count=prompt_eval_count,
-            eval_count=generated,
+            prompt_evaluated=prompt_evaluated,
+            # The end-of-generation token counts, as in Ollama and llama-server.
+            eval_count=sampled,
             load_duration_ns=load_ns,
             prompt_eval_duration_ns=round(prompt_ms * 1e6),
             eval_duration_ns=round(max(0.0, total_ms - prompt_ms) * 1e6),
             done_reason=done_reason,
+            prompt_truncated_tokens=dropped,
+            # The first token is sampled from the prompt's logits: one decode per later one.
+            eval_steps=max(0, sampled - 1),
         )
 
     def close(self) -> None:
@@ -353,12 +394,3 @@ class LlamaEngine:
             slot.llama.close()
         self._vocab_model.close()  # type: ignore[no-untyped-call]
 
-
-def _check_fits(prompt_tokens: int, n_ctx: int) -> None:
-    if prompt_tokens >= n_ctx:
-        raise RequestError(
-            400,
-            f"prompt is too long: {prompt_tokens} tokens do not fit the context <num_ctx={n_ctx}>; "
-            "shorten the prompt or raise num_ctx",
-            code="context_length_exceeded",
-        )

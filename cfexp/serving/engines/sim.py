@@ -5,14 +5,20 @@ absolute deadlines (so sleep overshoot never accumulates), and the counters
 report the durations actually measured. Formulas (see docs/serving.md):
 
 - offloaded fraction ``f = min(num_gpu, n_layers) / n_layers`` (num_gpu < 0 = all)
-- load: ``load_base_s + load_s_per_1k_ctx * num_ctx / 1024`` on a slot's first
-  use and whenever num_ctx or the offloaded layers change
+- load: ``load_base_s + load_s_per_1k_ctx * num_ctx / 1024`` on the first
+  request and whenever num_ctx or the offloaded layers change; the instance is
+  shared by every slot (:mod:`cfexp.serving.engines.instance`), so a reload
+  waits for the requests running on other slots, as Ollama's does
 - per-token time ``(1 - f) / cpu_rate + f / gpu_rate``, for prefill and decode:
   a linear mix of per-token *times*, because each layer's share of a token's
   time is spent either on the CPU or on the GPU
 - prefill: prompt tokens not in the slot's prefix cache * prefill per-token time
-- decode: one decode step per token; token i is sent at the end of step i, so
-  ``eval_duration = eval_count * decode per-token time``
+- decode: one decode step per token; token i is sent at the end of step i; a
+  reply that stops by itself takes one more step, its end-of-turn token's
+- batching: with k requests holding the instance (past its load, not yet
+  finished), a prefill or decode step takes ``x (1 + batch_slowdown * (k - 1))``
+  (k read at the step's start)
+- drift: every duration ``x (1 + drift_per_s * model seconds since the start)``
 - jitter: log-normal with mean 1 and coefficient of variation ``jitter_cv``,
   drawn independently for the load, the prefill and every decode step
 - optional optimum (``optimum_num_gpu`` / ``optimum_num_ctx`` set): the decode
@@ -34,12 +40,13 @@ import math
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Generator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Any
 
 from cfexp.serving.engines.base import (
-    DoneReason,
     GenerationEvent,
     GenerationStats,
     LoadedModel,
@@ -47,8 +54,11 @@ from cfexp.serving.engines.base import (
     PreparedGeneration,
     TokenPiece,
     canonical_model_name,
-    effective_num_predict,
+    load_only_stats,
+    log_truncation,
+    plan_truncation,
 )
+from cfexp.serving.engines.instance import Config, InstanceGate, Passage
 from cfexp.serving.engines.simtext import seed_for, token_pieces
 from cfexp.serving.request import GenerationRequest, RequestError
 from cfexp.serving.settings import SimSettings
@@ -80,12 +90,42 @@ def _sleep_until(deadline_ns: int) -> None:
 
 @dataclass
 class _Slot:
-    """What one simulated instance has loaded (None = nothing yet)."""
+    """One slot's state: its share of the instance's KV cache."""
 
-    num_ctx: int | None = None
-    layers: int | None = None
     # Text whose KV cache the slot holds: the last prompt plus its output.
     cached_text: str = ""
+
+
+@dataclass
+class _Accounting:
+    """The simulator's model time for one request (ground truth ``sim``)."""
+
+    reloaded: bool = False
+    load_model_s: float = 0.0
+    prefill_model_s: float = 0.0
+    prefill_active: int = 0
+    decode_model_s: float = 0.0
+    decode_steps_by_active: Counter[int] = field(default_factory=Counter)
+    drift_first: float | None = None
+    drift_last: float | None = None
+
+    def drift(self, factor: float) -> float:
+        if self.drift_first is None:
+            self.drift_first = factor
+        self.drift_last = factor
+        return factor
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "reloaded": self.reloaded,
+            "load_model_s": self.load_model_s,
+            "prefill_model_s": self.prefill_model_s,
+            "prefill_active": self.prefill_active,
+            "decode_model_s": self.decode_model_s,
+            "decode_steps_by_active": {str(k): n for k, n in sorted(self.decode_steps_by_active.items())},
+            "drift_first": self.drift_first,
+            "drift_last": self.drift_last,
+        }
 
 
 class SimEngine:
@@ -110,8 +150,12 @@ class SimEngine:
         )
         self._models: dict[str, ModelInfo] = {self._base_model.name: self._base_model}
         self._slots = [_Slot() for _ in range(settings.slots)]
+        # One instance shared by every slot: nothing loaded until the first request.
+        self._gate = InstanceGate()
         self._lock = threading.Lock()  # guards _models and the request sequence
         self._sequence = itertools.count()
+        # The origin of drift_per_s's model seconds.
+        self._t_started_ns = time.monotonic_ns()
 
     # -- models ---------------------------------------------------------------
 
@@ -120,13 +164,12 @@ class SimEngine:
             return list(self._models.values())
 
     def loaded(self) -> list[LoadedModel]:
-        result: list[LoadedModel] = []
-        for slot in self._slots:
-            if slot.num_ctx is not None and slot.layers is not None:
-                vram = self._base_model.size_bytes * slot.layers // self.settings.n_layers
-                result.append(LoadedModel(self._base_model, slot.num_ctx, vram))
-                break  # one model, however many slots hold it
-        return result
+        config = self._gate.loaded
+        if config is None:
+            return []
+        num_ctx, layers = config
+        vram = self._base_model.size_bytes * layers // self.settings.n_layers
+        return [LoadedModel(self._base_model, num_ctx, vram)]
 
     def find_model(self, name: str) -> ModelInfo | None:
         with self._lock:
@@ -187,7 +230,6 @@ class SimEngine:
         num_gpu = request.options.num_gpu
         if request.api == "ollama" and num_gpu is None:
             num_gpu = self.settings.n_gpu_layers
-        _check_fits(prompt_tokens, num_ctx or self.settings.n_ctx)
         return PreparedGeneration(
             request=request,
             model=model,
@@ -207,80 +249,143 @@ class SimEngine:
     def _model_ns(self, seconds: float, rng: random.Random) -> int:
         return round(seconds * self._jitter(rng) * self.settings.time_scale * 1e9)
 
+    def drift_factor(self, at_ns: int) -> float:
+        """``1 + drift_per_s * model seconds`` from the engine's start to ``at_ns``."""
+        settings = self.settings
+        if settings.drift_per_s == 0 or settings.time_scale == 0:
+            return 1.0  # with time_scale 0 no model time passes
+        model_s = (at_ns - self._t_started_ns) / 1e9 / settings.time_scale
+        return 1.0 + settings.drift_per_s * max(0.0, model_s)
+
+    def _batch_factor(self) -> tuple[int, float]:
+        """(requests active on the instance, the step-time multiplier they cause).
+
+        Active = holding the instance (counted when they pass the gate, so a
+        request that passed before another is seen by it at once).
+        """
+        active = max(1, self._gate.users)
+        return active, 1.0 + self.settings.batch_slowdown * (active - 1)
+
+    def reply_length(self, num_predict: int | None, room: int) -> tuple[int, bool]:
+        """(content tokens, whether the model then stops by itself with an end-of-turn token).
+
+        A cap (num_predict, or the context left) that comes first is a cut
+        ("length"); the model stops by itself only before the cap, so that the
+        end-of-turn token, counted like any token, fits under it.
+        """
+        settings = self.settings
+        asked = num_predict is not None and num_predict >= 0
+        cap = min(num_predict, room) if asked and num_predict is not None else room
+        if settings.natural_stop_tokens is not None:
+            natural: int | None = settings.natural_stop_tokens
+        else:
+            # Without the setting, only a request that sets no length stops by itself.
+            natural = None if asked else settings.default_num_predict
+        if natural is not None and natural < cap:
+            return natural, True
+        return max(0, cap), False
+
+    def _truncated(self, prepared: PreparedGeneration, num_ctx: int) -> tuple[str, int, int]:
+        """(prompt text the model gets, its tokens, prompt tokens dropped) under the truncation rule."""
+        request = prepared.request
+        plan = plan_truncation(prepared.prompt_tokens, num_ctx, request.options.num_predict)
+        if plan is None:
+            return prepared.prompt_text, prepared.prompt_tokens, 0
+        text = prepared.prompt_text
+        # Whole estimated tokens of CHARS_PER_TOKEN characters from each end.
+        head = text[: plan.head * CHARS_PER_TOKEN]
+        tail = text[len(text) - plan.tail * CHARS_PER_TOKEN :] if plan.tail else ""
+        log_truncation(request.request_id, num_ctx, prepared.prompt_tokens, plan)
+        return head + tail, plan.kept, plan.dropped
+
     def generate(self, prepared: PreparedGeneration, slot: int) -> Generator[GenerationEvent, None, None]:
         settings = self.settings
-        state = self._slots[slot]
         with self._lock:
             rng = random.Random(f"{settings.seed}/{next(self._sequence)}")
-        num_ctx = prepared.num_ctx or state.num_ctx or settings.n_ctx
-        num_gpu = prepared.num_gpu
-        layers = self._layers(num_gpu) if num_gpu is not None else state.layers
-        if layers is None:
-            layers = self._layers(settings.n_gpu_layers)
-        _check_fits(prepared.prompt_tokens, num_ctx)
+        wanted: Config | None = None
+        if prepared.num_ctx is not None or prepared.num_gpu is not None:
+            wanted = (
+                prepared.num_ctx if prepared.num_ctx is not None else settings.n_ctx,
+                self._layers(prepared.num_gpu if prepared.num_gpu is not None else settings.n_gpu_layers),
+            )
+        default = (settings.n_ctx, self._layers(settings.n_gpu_layers))
+        account = _Accounting()
 
-        t_start = time.monotonic_ns()
-        load_ns = 0
-        if (state.num_ctx, state.layers) != (num_ctx, layers):
-            _sleep_until(t_start + self._model_ns(self.load_seconds(num_ctx), rng))
-            state.num_ctx, state.layers, state.cached_text = num_ctx, layers, ""
-            load_ns = time.monotonic_ns() - t_start
-        if prepared.request.load_only:
-            yield GenerationStats(0, 0, 0, load_ns, 0, 0, "load")
-            return
+        def load(config: Config) -> None:
+            t_load = time.monotonic_ns()
+            seconds = self.load_seconds(config[0]) * account.drift(self.drift_factor(t_load))
+            _sleep_until(t_load + self._model_ns(seconds, rng))
+            account.reloaded, account.load_model_s = True, seconds
+            for other in self._slots:  # a new instance: every slot's cache is gone
+                other.cached_text = ""
 
+        with self._gate.use(wanted, default, load) as passage:
+            if prepared.request.load_only:
+                yield load_only_stats(passage.load_ns, account.as_json())
+                return
+            yield from self._generate(prepared, self._slots[slot], passage, rng, account)
+
+    def _generate(
+        self,
+        prepared: PreparedGeneration,
+        state: _Slot,
+        passage: Passage,
+        rng: random.Random,
+        account: _Accounting,
+    ) -> Generator[GenerationEvent, None, None]:
+        settings = self.settings
+        num_ctx, layers = passage.config
+        prompt_text, prompt_tokens, dropped = self._truncated(prepared, num_ctx)
         cached = 0
         if settings.prompt_cache:
-            common = _common_prefix(state.cached_text, prepared.prompt_text)
+            common = _common_prefix(state.cached_text, prompt_text)
             # llama.cpp always re-evaluates at least the last prompt token.
-            cached = min(common // CHARS_PER_TOKEN, prepared.prompt_tokens - 1)
-        evaluated = prepared.prompt_tokens - cached
+            cached = min(common // CHARS_PER_TOKEN, prompt_tokens - 1)
+        evaluated = prompt_tokens - cached
+
         t_prefill = time.monotonic_ns()
-        prefill_s = evaluated * self.token_seconds(
-            settings.prefill_cpu_tok_s, settings.prefill_gpu_tok_s, layers
-        )
+        account.prefill_active, slowdown = self._batch_factor()
+        per_token = self.token_seconds(settings.prefill_cpu_tok_s, settings.prefill_gpu_tok_s, layers)
+        prefill_s = evaluated * per_token * slowdown * account.drift(self.drift_factor(t_prefill))
+        account.prefill_model_s = prefill_s
         _sleep_until(t_prefill + self._model_ns(prefill_s, rng))
         t_decode = time.monotonic_ns()
         prompt_eval_ns = t_decode - t_prefill
 
-        room = num_ctx - prepared.prompt_tokens
-        limit, by_context = effective_num_predict(
-            prepared.request.options.num_predict, settings.default_num_predict, room
-        )
-        asked = prepared.request.options.num_predict is not None and prepared.request.options.num_predict >= 0
+        content, natural = self.reply_length(prepared.request.options.num_predict, num_ctx - prompt_tokens)
+        # A reply that stops by itself takes one more step: the end-of-turn token's.
+        steps = content + (1 if natural else 0)
         step_s = self.decode_seconds(layers, num_ctx)
+        pieces = token_pieces(seed_for(settings.seed, prompt_text))
         deadline = t_decode
         generated: list[str] = []
-        state.cached_text = prepared.prompt_text  # a cut stream still leaves the prompt cached
-        for piece in itertools.islice(token_pieces(seed_for(settings.seed, prepared.prompt_text)), limit):
-            deadline += self._model_ns(step_s, rng)
+        state.cached_text = prompt_text  # a cut stream still leaves the prompt cached
+        for step in range(steps):
+            active, slowdown = self._batch_factor()
+            seconds = step_s * slowdown * account.drift(self.drift_factor(deadline))
+            account.decode_model_s += seconds
+            account.decode_steps_by_active[active] += 1
+            deadline += self._model_ns(seconds, rng)
             _sleep_until(deadline)
-            generated.append(piece)
-            yield TokenPiece(piece)
+            if step < content:
+                piece = next(pieces)
+                generated.append(piece)
+                yield TokenPiece(piece)
         eval_ns = time.monotonic_ns() - t_decode
-        state.cached_text = prepared.prompt_text + "".join(generated)
-        # A simulated model "chooses" to stop at the default length; an explicit
-        # num_predict or a full context is a cut ("length"), as in Ollama.
-        done_reason: DoneReason = "length" if (asked or by_context) else "stop"
+        state.cached_text = prompt_text + "".join(generated)
         yield GenerationStats(
-            prompt_tokens=prepared.prompt_tokens,
-            prompt_eval_count=evaluated,
-            eval_count=len(generated),
-            load_duration_ns=load_ns,
+            prompt_tokens=prompt_tokens,
+            prompt_evaluated=evaluated,
+            eval_count=content + (1 if natural and settings.count_end_of_turn else 0),
+            load_duration_ns=passage.load_ns,
             prompt_eval_duration_ns=prompt_eval_ns,
             eval_duration_ns=eval_ns,
-            done_reason=done_reason,
+            # A num_predict or a full context that cuts the reply is "length", as in Ollama.
+            done_reason="stop" if natural else "length",
+            prompt_truncated_tokens=dropped,
+            eval_steps=steps,
+            detail=account.as_json(),
         )
 
     def close(self) -> None:
         """Nothing to free."""
-
-
-def _check_fits(prompt_tokens: int, num_ctx: int) -> None:
-    if prompt_tokens >= num_ctx:
-        raise RequestError(
-            400,
-            f"prompt is too long: {prompt_tokens} tokens do not fit the context <num_ctx={num_ctx}>; "
-            "shorten the prompt or raise num_ctx",
-            code="context_length_exceeded",
-        )
