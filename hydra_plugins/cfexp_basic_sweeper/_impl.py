@@ -48,11 +48,21 @@ def plan_sweep(
     parent = _parent(sweep_dir, config)
     experiment = str(OmegaConf.select(config, "tracking.experiment", default=None) or config.hydra.job.name)
     chosen: int | None = None
+    recorded_order, recorded = _recorded(parent)
+    if recorded_order is not None and recorded_order != order:
+        log.warning(
+            "resume: the sweep being resumed ran in %s order, this one runs in %s order: "
+            "its jobs get other positions (hydra.sweeper.order=%s keeps them)", recorded_order, order, recorded_order,
+        )
     if order != SweepOrder.grid:
-        recorded = _recorded_seed(parent)
         chosen = choose_seed(seed, recorded)
         if seed is None and recorded is not None:
             log.info("resume: the jobs run in the order of the sweep being resumed (seed %d)", recorded)
+        elif recorded is not None and seed != recorded:
+            log.warning(
+                "resume: hydra.sweeper.seed=%d, the sweep being resumed used %d: its jobs get other positions",
+                seed, recorded,
+            )
     ordered = order_jobs(grid, order, chosen or 0, repetition_key)
     plan = SweepPlan(
         experiment=experiment,
@@ -96,17 +106,18 @@ def _parent(sweep_dir: Path, config: DictConfig) -> tuple[Tracker, str] | None:
         return None
 
 
-def _recorded_seed(parent: tuple[Tracker, str] | None) -> int | None:
-    """The seed a resumed sweep's parent run recorded (a new parent has none yet)."""
+def _recorded(parent: tuple[Tracker, str] | None) -> tuple[SweepOrder | None, int | None]:
+    """The order and seed a resumed sweep's parent run recorded (a new parent has none yet)."""
     if parent is None:
-        return None
+        return None, None
     tracker, run_id = parent
     try:
-        value: Any = tracker.get_run(run_id).data.tags.get(SEED_TAG)
-        return int(value) if value is not None else None
+        tags: dict[str, Any] = tracker.get_run(run_id).data.tags
+        order, seed = tags.get(ORDER_TAG), tags.get(SEED_TAG)
+        return (SweepOrder(order) if order is not None else None), (int(seed) if seed is not None else None)
     except Exception as exc:  # an unreachable store, a spooled parent, a bad tag
-        log.debug("no recorded seed: %s", exc)
-        return None
+        log.debug("no recorded order: %s", exc)
+        return None, None
 
 
 def _estimate(parent: tuple[Tracker, str] | None, experiment: str) -> Estimate | None:
