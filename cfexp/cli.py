@@ -21,19 +21,29 @@ from pathlib import Path
 from cfexp.errors import CfexpError, ConfigError
 
 
-def _serve(args: argparse.Namespace) -> int:
-    from cfexp.serving import main as serving_main
-
+def serve_settings(args: argparse.Namespace) -> dict[str, object]:
+    """The engine settings ``cfexp serve`` starts the server with."""
     settings: dict[str, object] = json.loads(args.settings) if args.settings else {}
     settings.setdefault("model_name", args.model_name)
-    settings.setdefault("n_ctx", args.ctx)
-    settings.setdefault("n_gpu_layers", args.gpu_layers)
+    # No flag: the engine's own default (cfexp.serving.settings), the "server defaults"
+    # a baseline of options_mode=server_defaults runs against.
+    if args.ctx is not None:
+        settings.setdefault("n_ctx", args.ctx)
+    if args.gpu_layers is not None:
+        settings.setdefault("n_gpu_layers", args.gpu_layers)
     settings.setdefault("slots", args.slots)
     if args.backend == "llamacpp":
         from cfexp.servers.model_files import embedded_gguf
 
         settings.setdefault("n_threads", args.threads)
         settings.setdefault("model_path", args.model_file or str(embedded_gguf()))
+    return settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from cfexp.serving import main as serving_main
+
+    settings = serve_settings(args)
     argv = [
         "--engine", args.backend,
         "--host", args.host,
@@ -129,8 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=11434, help="0 picks a free port")
     serve.add_argument("--model-name", default="gemma3:270m", help="the name clients request")
     serve.add_argument("--model-file", default=None, help="llamacpp: a GGUF file (default: embedded Gemma 3 270M)")
-    serve.add_argument("--ctx", type=int, default=512, help="context size loaded at start (n_ctx)")
-    serve.add_argument("--gpu-layers", type=int, default=80, help="layers offloaded (n_gpu_layers)")
+    serve.add_argument(
+        "--ctx", type=int, default=None, help="context size loaded at start (n_ctx; default: the engine's, 4096)"
+    )
+    serve.add_argument(
+        "--gpu-layers", type=int, default=None,
+        help="layers offloaded (n_gpu_layers; default: the engine's: sim all, llamacpp 0)",
+    )
     serve.add_argument("--threads", type=int, default=2, help="llamacpp: CPU threads")
     serve.add_argument("--slots", type=int, default=1, help="requests served in parallel; more wait FIFO")
     serve.add_argument("--settings", default=None, help="engine settings as JSON (docs/serving.md)")

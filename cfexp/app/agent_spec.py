@@ -24,7 +24,8 @@ def agent_options(cfg: CfexpConfig, index: int) -> dict[str, Any] | None:
     multi_agent modes: ``baseline_vs_chimera`` gives agent_0 server defaults
     and the others the configured options; ``chimera_hetero`` applies
     ``scenario.per_agent`` on top of the configured options. Agent i's seed is
-    ``seed + i``, the same in every phase of the job.
+    ``seed + i``, the same in every phase of the job. An option set to null
+    (``top_p=null``) is not sent: the server uses its own value.
     """
     scenario = cfg.scenario
     if cfg.options_mode == OptionsMode.server_defaults:
@@ -47,7 +48,7 @@ def agent_options(cfg: CfexpConfig, index: int) -> dict[str, Any] | None:
     }
     if cfg.seed is not None:
         options["seed"] = cfg.seed + index
-    return options
+    return {key: value for key, value in options.items() if value is not None}
 
 
 def instance_agents(cfg: CfexpConfig, instance: int) -> list[int]:
@@ -55,20 +56,27 @@ def instance_agents(cfg: CfexpConfig, instance: int) -> list[int]:
     return [i for i in range(cfg.scenario.agents) if i % cfg.topology.instances == instance]
 
 
-def instance_launch_options(cfg: CfexpConfig) -> list[tuple[int, int]]:
-    """(gpu_layers, ctx) each server instance starts with: those of its first agent.
+def instance_launch_options(cfg: CfexpConfig) -> list[tuple[int | None, int | None]]:
+    """(gpu_layers, ctx) each server instance starts with: what its first agent asks for.
 
-    Agents sharing an instance with other options make it reload per request,
-    as Ollama does; an instance no agent uses gets the top-level options.
+    An agent that sends no options (``options_mode=server_defaults``, agent_0
+    of ``baseline_vs_chimera``) asks for the server's defaults: its instance
+    starts with none set, ``(None, None)``, so the backend's own defaults apply
+    (docs/reproduce-tr.md, "Server defaults") — never the options of the
+    candidate it is compared with. Agents sharing an instance with other
+    options make it reload between their requests, as Ollama does; an
+    instance no agent uses gets the top-level options (none with server_defaults).
     """
-    launch = []
+    launch: list[tuple[int | None, int | None]] = []
     for instance in range(cfg.topology.instances):
         agents = instance_agents(cfg, instance)
-        options = agent_options(cfg, agents[0]) if agents else None
-        if options is None:
-            launch.append((cfg.gpu_layers, cfg.ctx))
+        if agents:
+            options = agent_options(cfg, agents[0])
+            launch.append((None, None) if options is None else (int(options["num_gpu"]), int(options["num_ctx"])))
+        elif cfg.options_mode == OptionsMode.server_defaults:
+            launch.append((None, None))
         else:
-            launch.append((int(options["num_gpu"]), int(options["num_ctx"])))
+            launch.append((cfg.gpu_layers, cfg.ctx))
     return launch
 
 

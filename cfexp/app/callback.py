@@ -233,8 +233,13 @@ def _summary(statuses: list[status.JobStatus]) -> str:
     lines = [f"{len(statuses)} jobs, {sum(not s.ok for s in statuses)} failed"]
     for index, job in enumerate(statuses):
         first_line = (job.error or "").splitlines()[0] if job.error else ""
-        lines.append(f"#{index} {job.status:<14} {' '.join(job.overrides) or 'defaults'}  {first_line}")
+        lines.append(f"#{_number(job, index)} {job.status:<14} {' '.join(job.overrides) or 'defaults'}  {first_line}")
     return "\n".join(lines)
+
+
+def _number(job: status.JobStatus, index: int) -> str:
+    """The job's folder under the sweep (its number in the run order), else its index."""
+    return job.folder if job.folder is not None else str(index)
 
 
 def _report(statuses: list[status.JobStatus], failed: list[status.JobStatus]) -> None:
@@ -250,4 +255,5 @@ def _report(statuses: list[status.JobStatus], failed: list[status.JobStatus]) ->
     print(f"\ncfexp: {len(failed)} of {len(statuses)} job(s) failed:", file=sys.stderr)
     for job in failed:
         first_line = (job.error or "").splitlines()[0] if job.error else ""
-        print(f"  - [{job.status}] {' '.join(job.overrides) or 'defaults'}: {first_line}", file=sys.stderr)
+        where = f" #{job.folder}" if job.folder is not None else ""
+        print(f"  - [{job.status}]{where} {' '.join(job.overrides) or 'defaults'}: {first_line}", file=sys.stderr)

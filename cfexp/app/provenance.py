@@ -20,7 +20,7 @@ import psutil
 from cfexp import __version__
 from cfexp.config.schema import CfexpConfig
 from cfexp.servers.base import ServerInstance
-from cfexp.servers.identify import UNKNOWN
+from cfexp.servers.identify import UNKNOWN, loaded_state
 from cfexp.servers.model_files import expected_sha256, file_sha256
 from cfexp.vocab import Backend
 
@@ -90,6 +90,31 @@ def provenance(instances: list[ServerInstance]) -> str:
     numbers into measured ones.
     """
     return "simulated" if any(i.identity is not None and i.identity.simulated for i in instances) else "measured"
+
+
+def server_settings_tags(cfg: CfexpConfig, instances: list[ServerInstance]) -> dict[str, str]:
+    """What each instance was started with, and what it ran with, as tags.
+
+    ``launch.num_ctx`` / ``launch.num_gpu``: the context and offloaded layers
+    cfexp started the instance with, ``default`` when it set none (the
+    server's own default: ``options_mode=server_defaults``, agent_0 of
+    ``baseline_vs_chimera``). ``effective.num_ctx`` /
+    ``effective.size_vram_bytes``: what the server reports it has loaded at the
+    end of the job (Ollama's API: ``/api/ps``; llama-server: ``/props``), or
+    ``unknown``. One value per instance, in instance order, joined by commas.
+    Tags, not params: they describe the run, they do not define its config.
+    """
+    states = [loaded_state(i.base_url, cfg.model.name, cfg.backend.api_key) for i in instances]
+
+    def joined(values: list[int | None], missing: str) -> str:
+        return ",".join(missing if value is None else str(value) for value in values)
+
+    return {
+        "launch.num_ctx": joined([i.launch.ctx for i in instances], "default"),
+        "launch.num_gpu": joined([i.launch.gpu_layers for i in instances], "default"),
+        "effective.num_ctx": joined([s.num_ctx for s in states], UNKNOWN),
+        "effective.size_vram_bytes": joined([s.size_vram_bytes for s in states], UNKNOWN),
+    }
 
 
 def run_tags(cfg: CfexpConfig, instances: list[ServerInstance]) -> dict[str, str]:

@@ -23,6 +23,9 @@ class JobStatus:
     overrides: list[str]
     error: str | None = None
     run_id: str | None = None
+    # The job's folder in its sweep (Hydra's job number: its position in the run
+    # order), filled in by read_all; None for a single run.
+    folder: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -38,10 +41,10 @@ def write(
 
 
 def read_all(sweep_dir: Path) -> list[JobStatus]:
-    """Statuses of every job below a sweep folder, in job order."""
+    """Statuses of every job below a sweep folder, in job order (the order they ran)."""
     found = []
     for path in sorted(sweep_dir.glob(f"*/{STATUS_FILE}"), key=lambda p: _job_key(p.parent.name)):
-        found.append(JobStatus(**json.loads(path.read_text())))
+        found.append(JobStatus(**{**json.loads(path.read_text()), "folder": path.parent.name}))
     return found
 
 

@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from cfexp.app import artifacts, status
 from cfexp.app.agent_spec import instance_launch_options
 from cfexp.app.measure import JobOutcome, measure
-from cfexp.app.provenance import run_tags
+from cfexp.app.provenance import run_tags, server_settings_tags
 from cfexp.config.validate import to_settings
 from cfexp.errors import CfexpError, ConfigError
 from cfexp.redact import redact_overrides
@@ -57,6 +57,8 @@ def run_job(cfg: DictConfig) -> dict[str, float] | None:
         log_offsets = artifacts.server_log_offsets(instances)
         try:
             outcome = measure(settings, instances, job_dir, job.run_id)
+            # What the servers ran with (a baseline: their own defaults), asked while they run.
+            job.set_tags(server_settings_tags(settings, instances))
         finally:
             artifacts.copy_server_logs(instances, log_offsets, job_dir)
         job.set_tags({**outcome.tags, **_warning_tags(outcome)})

@@ -200,9 +200,11 @@ class CfexpConfig:
     gpu_layers: int = 80
     ctx: int = 512
     temperature: float = 0.8
-    top_p: float = 0.9
-    top_k: int = 40
-    repeat_penalty: float = 1.1
+    # Sampling options sent with temperature; null = not sent (the server's own
+    # value), as the original's TR115 sent none of them.
+    top_p: Optional[float] = 0.9
+    top_k: Optional[int] = 40
+    repeat_penalty: Optional[float] = 1.1
     num_predict: int = 128
     # Sampling seed: agent i sends seed + i with every call, so every phase of a
     # job asks for the same sampling; null = the server's choice.

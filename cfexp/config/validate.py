@@ -36,6 +36,8 @@ class _Rule:
     key: str
     check: Callable[[Any], bool]
     allowed: str
+    # null is allowed (= not sent), besides what check accepts.
+    nullable: bool = False
 
 
 def _between(low: float, high: float) -> Callable[[Any], bool]:
@@ -77,9 +79,9 @@ _RULES = (
     _Rule("gpu_layers", _at_least(0), "a whole number >= 0 (999 = all layers)"),
     _Rule("ctx", _between(16, 1 << 20), "a whole number of tokens from 16 to 1048576"),
     _Rule("temperature", _between(0.0, 2.0), "a number from 0 to 2"),
-    _Rule("top_p", _between(1e-9, 1.0), "a number above 0 and at most 1"),
-    _Rule("top_k", _at_least(0), "a whole number >= 0"),
-    _Rule("repeat_penalty", _positive, "a number above 0"),
+    _Rule("top_p", _between(1e-9, 1.0), "a number above 0 and at most 1, or null (not sent)", nullable=True),
+    _Rule("top_k", _at_least(0), "a whole number >= 0, or null (not sent)", nullable=True),
+    _Rule("repeat_penalty", _positive, "a number above 0, or null (not sent)", nullable=True),
     _Rule("num_predict", _at_least(1), "a whole number of tokens >= 1"),
     _Rule("repetition", _at_least(0), "a whole number >= 0"),
     _Rule("timeouts.call_s", _positive, "a number of seconds above 0"),
@@ -240,6 +242,8 @@ def to_settings(cfg: DictConfig) -> CfexpConfig:
     problems = []
     for rule in _RULES:
         value = _get(settings, rule.key)
+        if value is None and rule.nullable:
+            continue
         if not rule.check(value):
             problems.append(f"<{rule.key}={value}> must be {rule.allowed}")
     problems.extend(_cross_field_problems(settings))

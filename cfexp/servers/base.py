@@ -32,8 +32,11 @@ class LaunchSpec:
     model_name: str
     model_file: str | None
     n_layers: int
-    gpu_layers: int
-    ctx: int
+    # Layers offloaded and context length the server starts with; None = not set:
+    # the backend's own default, what a user gets with no flag (the baseline of
+    # options_mode=server_defaults; docs/reproduce-tr.md, "Server defaults").
+    gpu_layers: int | None
+    ctx: int | None
     threads: int
     slots: int
     # Engine settings as canonical JSON, so the spec stays hashable.

@@ -26,13 +26,17 @@ _READY_PORT = re.compile(r"port=(\d+)")
 
 
 def engine_settings(launch: LaunchSpec) -> dict[str, object]:
-    """The settings JSON the serving process is started with."""
-    settings: dict[str, object] = {
-        "model_name": launch.model_name,
-        "n_ctx": launch.ctx,
-        "n_gpu_layers": launch.gpu_layers,
-        "slots": launch.slots,
-    }
+    """The settings JSON the serving process is started with.
+
+    A launch without ctx or gpu_layers (``options_mode=server_defaults``)
+    leaves ``n_ctx`` / ``n_gpu_layers`` out: the engine's own defaults
+    (:mod:`cfexp.serving.settings`), as ``cfexp serve`` with no flag.
+    """
+    settings: dict[str, object] = {"model_name": launch.model_name, "slots": launch.slots}
+    if launch.ctx is not None:
+        settings["n_ctx"] = launch.ctx
+    if launch.gpu_layers is not None:
+        settings["n_gpu_layers"] = launch.gpu_layers
     if launch.backend == "sim":
         settings["n_layers"] = launch.n_layers
     if launch.backend == "llamacpp":

@@ -65,6 +65,49 @@ def identify(base_url: str, model: str, api_key: str | None = None) -> ServerIde
     return ServerIdentity("openai-compatible", None, False, UNKNOWN)
 
 
+@dataclass(frozen=True)
+class LoadedState:
+    """What a server has loaded for the model now, as it reports it (None = it does not say)."""
+
+    # The context length loaded (Ollama /api/ps context_length; llama-server /props n_ctx per slot).
+    num_ctx: int | None
+    # Bytes of the model in GPU memory (Ollama /api/ps size_vram; 0 = on the CPU).
+    size_vram_bytes: int | None
+
+
+def loaded_state(base_url: str, model: str, api_key: str | None = None) -> LoadedState:
+    """Ask the server what it runs ``model`` with (a GET or two; never raises).
+
+    Ollama's API (Ollama, cfexp's servers) answers ``/api/ps`` for the models in
+    memory; llama-server answers ``/props``. A server that says neither gives
+    ``LoadedState(None, None)``.
+    """
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    with httpx.Client(base_url=base_url, headers=headers, timeout=_PROBE_TIMEOUT_S, trust_env=False) as client:
+        ps = _json(client, "/api/ps")
+        entries = ps.get("models") if ps is not None else None
+        if isinstance(entries, list):
+            for entry in entries:
+                if isinstance(entry, dict) and entry.get("name") in _names(model):
+                    return LoadedState(_whole(entry.get("context_length")), _whole(entry.get("size_vram")))
+            return LoadedState(None, None)  # not in memory
+        props = _json(client, "/props")
+        if props is not None:
+            slot = props.get("default_generation_settings")
+            n_ctx = slot.get("n_ctx") if isinstance(slot, dict) else props.get("n_ctx")
+            return LoadedState(_whole(n_ctx), None)
+    return LoadedState(None, None)
+
+
+def _names(model: str) -> set[str]:
+    """``gemma3`` and ``gemma3:latest`` name one Ollama model."""
+    return {model, model if ":" in model.rsplit("/", 1)[-1] else f"{model}:latest"}
+
+
+def _whole(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def _json(client: httpx.Client, path: str) -> dict[str, object] | None:
     try:
         response = client.get(path)
@@ -79,7 +122,7 @@ def _json(client: httpx.Client, path: str) -> dict[str, object] | None:
 def _ollama_digest(client: httpx.Client, model: str) -> str:
     tags = _json(client, "/api/tags")
     entries = tags.get("models") if tags is not None else None
-    wanted = {model, model if ":" in model.rsplit("/", 1)[-1] else f"{model}:latest"}
+    wanted = _names(model)
     for entry in entries if isinstance(entries, list) else []:
         if isinstance(entry, dict) and entry.get("name") in wanted and isinstance(entry.get("digest"), str):
             digest = str(entry["digest"])

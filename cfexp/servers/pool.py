@@ -45,8 +45,8 @@ from cfexp.vocab import Lifecycle
 log = logging.getLogger(__name__)
 
 
-def launch_specs(cfg: CfexpConfig, options: list[tuple[int, int]]) -> list[LaunchSpec]:
-    """One LaunchSpec per instance, from its (gpu_layers, ctx)."""
+def launch_specs(cfg: CfexpConfig, options: list[tuple[int | None, int | None]]) -> list[LaunchSpec]:
+    """One LaunchSpec per instance, from its (gpu_layers, ctx); None = the backend's default."""
     return [launch_spec(cfg, index, gpu_layers, ctx) for index, (gpu_layers, ctx) in enumerate(options)]
 
 
@@ -64,7 +64,7 @@ def instance_url(cfg: CfexpConfig, index: int) -> str | None:
     return str(url.copy_with(port=(url.port or 11434) + index))
 
 
-def launch_spec(cfg: CfexpConfig, index: int, gpu_layers: int, ctx: int) -> LaunchSpec:
+def launch_spec(cfg: CfexpConfig, index: int, gpu_layers: int | None, ctx: int | None) -> LaunchSpec:
     backend = cfg.backend
     return LaunchSpec(
         backend=backend.name,

@@ -38,6 +38,9 @@ from cfexp.tracking.store import Tracker, resolve_uri
 log = logging.getLogger(__name__)
 
 PARENT_FILE = "cfexp_parent_run.json"
+# A job's place in its sweep's run order (0 = first); a tag, never a param: it is
+# not part of the config (nor of its hash), so no report takes it for a factor.
+POSITION_TAG = "sweep.position"
 SPEC_FILE, REDACTED_SPEC_FILE = "agent_spec.json", "agent_spec.redacted.json"
 # Job files uploaded as artifacts, when present (names relative to the job dir).
 JOB_ARTIFACTS = (
@@ -198,6 +201,9 @@ class JobRun:
         }
         if parent:
             tags["hydra.job_num"] = str(hydra_cfg.job.num)
+            # Hydra numbers a sweep's jobs in the order it launches them: after the
+            # sweeper's reordering (hydra.sweeper.order), the job's place in the run order.
+            tags[POSITION_TAG] = str(hydra_cfg.job.num)
         if settings.trial.study is not None:  # a trial of hydra/sweeper=cfexp_optuna
             tags["trial.study"] = settings.trial.study
             tags["trial.number"] = str(settings.trial.number)

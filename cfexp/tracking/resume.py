@@ -64,6 +64,19 @@ def finished_run(tracker: Tracker, experiment: str, hash_value: str) -> EarlierR
     return EarlierRun(str(latest.info.run_id), {k: float(v) for k, v in latest.data.metrics.items()})
 
 
+def finished_durations_s(tracker: Tracker, experiment: str) -> list[float]:
+    """How long each FINISHED job run of ``experiment`` took (MLflow start to end), in seconds.
+
+    Parents of sweeps are left out: their duration is a whole sweep's.
+    """
+    runs = tracker.search_runs(experiment, "attributes.status = 'FINISHED'")
+    return [
+        (run.info.end_time - run.info.start_time) / 1000.0
+        for run in runs
+        if run.data.tags.get(PARENT_TAG) != "parent" and run.info.start_time and run.info.end_time
+    ]
+
+
 def without_resume(overrides: Iterable[str]) -> list[str]:
     """Overrides minus ``resume=…`` (the one override a resumed sweep adds)."""
     return [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in _RESUME_KEYS]

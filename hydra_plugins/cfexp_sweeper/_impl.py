@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -168,6 +169,7 @@ class CfexpOptunaSweeperImpl(Sweeper):
         elif settings.baseline and not existed:  # only the worker that created the study
             self._enqueue_baseline(study, space)
 
+        self._announce(space, name, n_trials, len(study.trials) if existed else None)
         returns = self._run_trials(study, space, name, n_trials)
         self._summarize(study, name, shown)
         return returns
@@ -255,6 +257,23 @@ class CfexpOptunaSweeperImpl(Sweeper):
         for constraint, value in zip(self.constraints, result.constraints or [], strict=True):
             trial.set_constraint(str(constraint), value)  # feasible when <= 0
         study.tell(trial, values=result.values)
+
+    def _announce(self, space: SearchSpace, name: str, n_trials: int, earlier: int | None) -> None:
+        """What the search is, printed before its first trial (as cfexp's grid sweeper does)."""
+        assert self.config is not None
+        experiment = str(OmegaConf.select(self.config, "tracking.experiment", default=None) or self.config.hydra.job.name)
+        study = f"resumed, {earlier} earlier trial(s)" if earlier is not None else "new"
+        lines = [
+            f"cfexp search of experiment {experiment}: {n_trials} trial(s), one job each "
+            f"(Optuna study {name}, {study}; sampler {self.settings.sampler.name}, seed {self.settings.seed})",
+            "  searched: " + "; ".join(f"{key} {_distribution_text(d)}" for key, d in space.distributions.items()),
+            f"  objectives: {', '.join(str(o) for o in self.objectives)}",
+        ]
+        if space.fixed:
+            lines.append(f"  fixed: {' '.join(space.fixed.values())}")
+        lines.append(f"  estimated duration: {_estimate_text(self.sweep_dir, self.config, experiment, n_trials)}")
+        # The command's own output: print, so it reads the same on a terminal and in a file.
+        print("\n".join(lines), flush=True)
 
     def _enqueue_baseline(self, study: optuna.Study, space: SearchSpace) -> None:
         assert self.config is not None
@@ -380,6 +399,35 @@ class CfexpOptunaSweeperImpl(Sweeper):
         if self.job_idx > 0 and self.hydra_context is not None:
             self.hydra_context.callbacks.on_multirun_end(config=self.config)
         _parent.end_failed(self.sweep_dir, self.config, error)
+
+
+def _distribution_text(distribution: optuna.distributions.BaseDistribution) -> str:
+    """``choice(512, 1024)``, ``interval(0.2, 1.2)``, ``int 0..30``."""
+    if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+        return f"choice({', '.join(str(c) for c in distribution.choices)})"
+    if isinstance(distribution, optuna.distributions.FloatDistribution):
+        return f"interval({distribution.low:g}, {distribution.high:g}){' log' if distribution.log else ''}"
+    if isinstance(distribution, optuna.distributions.IntDistribution):
+        return f"int {distribution.low}..{distribution.high}{' log' if distribution.log else ''}"
+    return str(distribution)
+
+
+def _estimate_text(sweep_dir: Path, config: DictConfig, experiment: str, n_trials: int) -> str:
+    """Median duration of the experiment's earlier FINISHED runs x trials, when there are any."""
+    from cfexp.tracking.resume import finished_durations_s
+
+    try:
+        found = _parent.tracker_and_run(sweep_dir, config)
+        durations = finished_durations_s(found[0], experiment) if found is not None else []
+    except Exception as exc:  # an estimate is a courtesy
+        log.debug("no duration estimate: %s", exc)
+        durations = []
+    if not durations:
+        return f"unknown (no earlier FINISHED run in experiment {experiment})"
+    median = statistics.median(durations)
+    minutes = round(median * n_trials / 60)
+    total = f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+    return f"about {total} (median {median:.1f} s of {len(durations)} earlier FINISHED run(s) x {n_trials} trials)"
 
 
 def _grid_points_done(study: optuna.Study, space: SearchSpace) -> int:

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _parent(sweep_dir: Path, config: DictConfig) -> tuple[Tracker, str] | None:
+def tracker_and_run(sweep_dir: Path, config: DictConfig) -> tuple[Tracker, str] | None:
     """The tracker and id of the sweep's parent run, if cfexp's callback made one."""
     from cfexp.tracking.jobs import read_parent, tracker_for  # MLflow only when there is a parent
 
@@ -42,7 +42,7 @@ def _parent(sweep_dir: Path, config: DictConfig) -> tuple[Tracker, str] | None:
 def annotate(sweep_dir: Path, config: DictConfig, tags: Mapping[str, str], texts: Mapping[str, str]) -> None:
     """Tags and text artifacts on the parent run (best effort: a warning if it fails)."""
     try:
-        found = _parent(sweep_dir, config)
+        found = tracker_and_run(sweep_dir, config)
         if found is None:
             return
         tracker, run_id = found
@@ -56,7 +56,7 @@ def annotate(sweep_dir: Path, config: DictConfig, tags: Mapping[str, str], texts
 def end_failed(sweep_dir: Path, config: DictConfig, error: str) -> None:
     """End the parent run FAILED with the error that stopped the sweep."""
     try:
-        found = _parent(sweep_dir, config)
+        found = tracker_and_run(sweep_dir, config)
         if found is None:
             return
         tracker, run_id = found

@@ -326,3 +326,14 @@ def test_a_sampler_without_its_package_names_it(
     )
     with pytest.raises(SweepError, match=f"<sampler={sampler}> needs .*the package `{package}` is not installed"):
         sweep("x=interval(0,4)", f"hydra.sweeper.sampler={sampler}")
+
+
+def test_the_search_is_announced_before_its_first_trial(sweep: Sweep, capsys: pytest.CaptureFixture[str]) -> None:
+    sweep("x=interval(0,4)", "y=choice(0,1,2)", "mode=ok", "hydra.sweeper.n_trials=2")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("cfexp search of experiment toy: 2 trial(s), one job each (Optuna study ")
+    assert lines[0].endswith("new; sampler tpe, seed 1)")
+    assert lines[1] == "  searched: x interval(0, 4); y choice(0, 1, 2)"
+    assert lines[2] == "  objectives: minimize loss"
+    assert lines[3] == "  fixed: mode=ok"
+    assert lines[4] == "  estimated duration: unknown (no earlier FINISHED run in experiment toy)"
