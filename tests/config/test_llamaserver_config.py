@@ -9,13 +9,18 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 
+from typing import cast
+
 from cfexp.app.provenance import model_digest
+from cfexp.config.schema import CfexpConfig
 from cfexp.config.validate import to_settings
 from cfexp.errors import ConfigError
+from cfexp.servers.base import ServerInstance
 from cfexp.servers.host_lock import lock_needed
 from cfexp.servers.llama_server import LlamaServerBackend
 from cfexp.servers.model_files import expected_sha256, sha256_of
 from cfexp.servers.pool import backend_for, launch_spec
+from cfexp.servers.process import ManagedProcess
 
 Compose = Callable[..., DictConfig]
 
@@ -24,11 +29,11 @@ def test_the_backend_composes_with_its_defaults(compose_cfg: Compose) -> None:
     settings = to_settings(compose_cfg("backend=llamaserver"))
     backend = settings.backend
     assert backend.name == "llamaserver" and backend.api == "openai" and backend.url is None
-    assert backend.binary is None and backend.slots == 1 and not backend.simulated
+    assert backend.binary is None and backend.slots == 1
     assert backend.settings == {"prompt_cache": True, "cache_ram_mib": None, "extra_args": []}
     assert isinstance(backend_for(settings), LlamaServerBackend)
-    spec = launch_spec(settings, gpu_layers=settings.gpu_layers, ctx=settings.ctx)
-    assert spec.binary == "" and spec.ctx == 512 and json.loads(spec.settings_json)["prompt_cache"] is True
+    spec = launch_spec(settings, 0, gpu_layers=settings.gpu_layers, ctx=settings.ctx)
+    assert spec.binary is None and spec.ctx == 512 and json.loads(spec.settings_json)["prompt_cache"] is True
 
 
 @pytest.mark.parametrize(
@@ -37,7 +42,7 @@ def test_the_backend_composes_with_its_defaults(compose_cfg: Compose) -> None:
         (("backend.api=ollama",), "<backend.api=ollama> with backend=llamaserver: llama-server speaks the OpenAI API"),
         (("backend.binary=/no/such/llama-server",), "<backend.binary=/no/such/llama-server> is not an executable"),
         (("model.file=/no/such.gguf",), "<model.file=/no/such.gguf> does not exist"),
-        (("topology.lifecycle=external",), "<topology.lifecycle=external> needs a running server"),
+        (("topology.lifecycle=external",), "<topology.lifecycle=external> <backend=llamaserver> attaches to running servers"),
     ],
 )
 def test_bad_llamaserver_configs_are_refused(compose_cfg: Compose, overrides: tuple[str, ...], needle: str) -> None:
@@ -61,9 +66,18 @@ def test_managed_llama_servers_hold_the_host_lock(
     assert lock_needed(to_settings(compose_cfg("backend=llamaserver", *overrides))) is needed
 
 
+def _managed(settings: CfexpConfig) -> list[ServerInstance]:
+    """An instance cfexp started with this config's launch (the process itself does not matter here)."""
+    launch = launch_spec(settings, 0, gpu_layers=settings.gpu_layers, ctx=settings.ctx)
+    process = cast(ManagedProcess, object())
+    return [ServerInstance(index=0, backend="llamaserver", api="openai", base_url="http://127.0.0.1:1",
+                           launch=launch, process=process)]  # fmt: skip
+
+
 def test_the_model_digest_is_the_served_gguf_files(compose_cfg: Compose, tmp_path: Path) -> None:
-    assert model_digest(to_settings(compose_cfg("backend=llamaserver"))) == expected_sha256()[1]
+    embedded = to_settings(compose_cfg("backend=llamaserver"))
+    assert model_digest(embedded, _managed(embedded)) == "sha256:" + expected_sha256()[1]
     own = tmp_path / "own.gguf"
     own.write_bytes(b"GGUF own model")
     settings = to_settings(compose_cfg("backend=llamaserver", f"model.file={own}"))
-    assert model_digest(settings) == sha256_of(own)
+    assert model_digest(settings, _managed(settings)) == "sha256:" + sha256_of(own)

@@ -11,10 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hydra.errors import HydraException
 from omegaconf import DictConfig
 
 from cfexp.config.validate import to_settings
-from cfexp.errors import ConfigError, SetupError
+from cfexp.errors import SetupError
 from cfexp.servers import host_lock
 from cfexp.servers.host_lock import HostLock, lock_needed
 from cfexp.servers.pool import ServerPool, launch_specs
@@ -62,8 +63,10 @@ def test_auto_locks_for_real_servers_cfexp_starts(
 
 
 def test_an_unknown_mode_is_refused_naming_the_key(compose_cfg: Callable[..., DictConfig]) -> None:
-    with pytest.raises(ConfigError, match=r"<topology.host_lock=on> must be one of auto, always, never"):
-        to_settings(compose_cfg("topology.host_lock=on"))
+    """A closed vocabulary (cfexp.vocab.HostLockMode): refused while composing, with the allowed words."""
+    with pytest.raises(HydraException, match=r"topology.host_lock=on") as caught:
+        compose_cfg("topology.host_lock=on")
+    assert "expected one of [auto, always, never]" in str(caught.value.__cause__)
 
 
 def test_a_second_process_waits_and_the_lock_dies_with_its_holder(tmp_path: Path) -> None:

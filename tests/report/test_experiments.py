@@ -21,11 +21,11 @@ PRESETS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
 EXPECTED = {
     "tr108": (108, "single_inference", "single"),
     "tr109": (108, "single_agent", "single"),
-    "tr110": (135, "multi_agent", "dual"),
+    "tr110": (130, "multi_agent", "dual"),
     "tr111": (108, "single_agent", "single"),
     "tr112": (216, "single_agent", "single"),
-    "tr113": (135, "multi_agent", "single"),
-    "tr114": (135, "multi_agent", "dual"),
+    "tr113": (54, "multi_agent", "single"),
+    "tr114": (130, "multi_agent", "dual"),
     "tr115": (150, "multi_agent", "dual"),
     "smoke": (27, "single_inference", "single"),
 }

@@ -9,6 +9,7 @@ import pytest
 
 from cfexp.app.artifacts import write_texts
 from cfexp.filenames import MAX_NAME_CHARS, safe_name
+from tests.metrics.factory import measured
 
 HOSTILE = [
     "../../etc/passwd",
@@ -56,7 +57,7 @@ def test_long_names_that_differ_only_at_the_end_stay_different() -> None:
 def test_generated_texts_stay_in_their_folder_whatever_the_agent_is_called(tmp_path: Path) -> None:
     job_dir = tmp_path / "job"
     job_dir.mkdir()
-    calls = [{"agent": name, "call_index": i, "step": "../report", "text": "t"} for i, name in enumerate(HOSTILE)]
+    calls = [measured(agent=name, call_index=i, step="../report", text="t") for i, name in enumerate(HOSTILE)]
     folder = write_texts(job_dir, calls)
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert len(written) == len(HOSTILE)
