@@ -143,12 +143,15 @@ def server_args(
         "--host", launch.host,
         "--port", str(port),
         "--parallel", str(launch.slots),
-        # llama-server splits the context among its slots: each request gets ctx.
-        "--ctx-size", str(launch.ctx * launch.slots),
-        "--threads", str(launch.threads),
-        "--n-gpu-layers", str(launch.gpu_layers),
-        "--metrics",
     ]
+    # None = not set (a server_defaults baseline): no flag, llama-server's own default.
+    if launch.ctx is not None:
+        # llama-server splits the context among its slots: each request gets ctx.
+        args += ["--ctx-size", str(launch.ctx * launch.slots)]
+    args += ["--threads", str(launch.threads)]
+    if launch.gpu_layers is not None:
+        args += ["--n-gpu-layers", str(launch.gpu_layers)]
+    args.append("--metrics")
     if chat_template is not None:
         args += ["--chat-template-file", str(chat_template)]
     cache_ram = settings.cache_ram_mib

@@ -57,6 +57,15 @@ def test_ctx_is_per_request_so_the_context_flag_is_ctx_times_slots(tmp_path: Pat
     assert "--metrics" in args and "--no-cache-prompt" not in args and "--cache-ram" not in args
 
 
+def test_a_baseline_gets_no_context_or_layer_flag_so_llama_server_uses_its_defaults(tmp_path: Path) -> None:
+    """options_mode=server_defaults: the launch sets neither (docs/reproduce-tr.md, "Server defaults")."""
+    base = launch(tmp_path)
+    defaults = LaunchSpec(**{**vars(base), "ctx": None, "gpu_layers": None})
+    args = server_args(defaults, Path("/m.gguf"), 0)
+    assert "--ctx-size" not in args and "--n-gpu-layers" not in args
+    assert args[args.index("--parallel") + 1] == "2" and "--metrics" in args
+
+
 def test_prompt_cache_off_turns_off_both_of_llama_servers_caches(tmp_path: Path) -> None:
     args = server_args(launch(tmp_path, prompt_cache=False), Path("/m.gguf"), 0)
     assert "--no-cache-prompt" in args and args[args.index("--cache-ram") + 1] == "0"
