@@ -28,7 +28,7 @@ rust:
 ## llama.cpp's llama-server for backend=llamaserver: built once from the pinned
 ## llama.cpp source (several minutes on 2 cores), then cached in ~/.cache/cfexp.
 llama-server: setup
-	$(PY) -m cfexp.servers.llama_server_build
+	$(PY) -m cfexp.backends.llama_server_build
 
 ## Python lint (pyflakes, pycodestyle, bugbear, pyupgrade; config in pyproject.toml).
 lint:

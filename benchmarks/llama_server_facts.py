@@ -25,8 +25,8 @@ from typing import Any
 
 import httpx
 
-from cfexp.servers.base import LaunchSpec, ServerInstance
-from cfexp.servers.llama_server import LlamaServerBackend
+from cfexp.backends.base import LaunchSpec, ServerInstance
+from cfexp.backends.llama_server import LlamaServerBackend
 
 MODEL = "gemma3:270m"
 

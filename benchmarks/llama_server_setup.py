@@ -4,7 +4,7 @@
 
 Prints: the build time recorded in the cached build's stamp.json (the first
 build, by `make llama-server`), the wall time of `python -m
-cfexp.servers.llama_server_build` when the build is cached (what `make
+cfexp.backends.llama_server_build` when the build is cached (what `make
 llama-server` costs every later time), and of starting one instance with the
 embedded model until /health answers 200 (what a job's set-up costs). Medians
 over --repeat runs; the load average before and after. Written up in
@@ -23,16 +23,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from cfexp.servers.base import LaunchSpec
-from cfexp.servers.llama_server import LlamaServerBackend
-from cfexp.servers.llama_server_build import LlamaServerBuild
+from cfexp.backends.base import LaunchSpec
+from cfexp.backends.llama_server import LlamaServerBackend
+from cfexp.backends.llama_server_build import LlamaServerBuild
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def cached_build_command_s() -> float:
     started = time.monotonic()
-    subprocess.run([sys.executable, "-m", "cfexp.servers.llama_server_build"], cwd=REPO, check=True,
+    subprocess.run([sys.executable, "-m", "cfexp.backends.llama_server_build"], cwd=REPO, check=True,
                    capture_output=True)
     return time.monotonic() - started
 

@@ -175,7 +175,7 @@ def measure(reps: int, forms: list[str], base_url: str) -> list[dict[str, Any]]:
     """Every call: form, step, seed, nonce, reply, and the prompt's token counts."""
     import llama_cpp
 
-    from cfexp.servers.model_files import embedded_gguf
+    from cfexp.backends.model_files import embedded_gguf
 
     vocab = llama_cpp.Llama(model_path=str(embedded_gguf()), vocab_only=True, verbose=False)
 

@@ -108,7 +108,7 @@ def chat_text(messages: list[dict[str, str]]) -> str:
 def measure() -> list[dict[str, object]]:
     import llama_cpp
 
-    from cfexp.servers.model_files import embedded_gguf
+    from cfexp.backends.model_files import embedded_gguf
 
     model = llama_cpp.Llama(model_path=str(embedded_gguf()), vocab_only=True, verbose=False)
 

@@ -27,8 +27,8 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from cfexp.app.agent_spec import instance_launch_options  # noqa: E402
 from cfexp.config.schema import register_configs  # noqa: E402
 from cfexp.config.validate import to_settings  # noqa: E402
-from cfexp.servers.cfexp_serving import CfexpServingBackend  # noqa: E402
-from cfexp.servers.pool import launch_specs  # noqa: E402
+from cfexp.backends.cfexp_server import CfexpServerBackend  # noqa: E402
+from cfexp.backends.pool import launch_specs  # noqa: E402
 
 
 def start_times(backend: str, mode: str, repeat: int) -> list[float]:
@@ -40,7 +40,7 @@ def start_times(backend: str, mode: str, repeat: int) -> list[float]:
     for _ in range(repeat):
         with tempfile.TemporaryDirectory() as folder:
             started = time.monotonic()
-            instance = CfexpServingBackend(backend).start(launch, 0, Path(folder), 300)
+            instance = CfexpServerBackend(backend).start(launch, 0, Path(folder), 300)
             times.append(time.monotonic() - started)
             assert instance.process is not None
             instance.process.stop()

@@ -22,7 +22,8 @@ import hydra
 from omegaconf import DictConfig
 
 from cfexp.config.schema import register_configs
-from cfexp.servers.process import Terminated, install_cleanup_handlers, stop_all, stop_launched_jobs
+from cfexp.backends.process import stop_all
+from cfexp.signals import Terminated, install_cleanup_handlers, stop_launched_jobs
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 

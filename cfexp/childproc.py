@@ -1,6 +1,5 @@
 """Helpers for the child processes cfexp starts (servers and agents alike).
 
-- :func:`die_with_parent`: a child's own request to die with cfexp;
 - :func:`kill_group`: stop a child and everything it spawned;
 - :func:`launcher_path`: ``cfexp-launch`` (``launcher.c``), compiled on first
   use, which starts a program, dies with cfexp, and measures the program's
@@ -9,7 +8,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import hashlib
 import logging
@@ -22,25 +20,6 @@ from pathlib import Path
 from cfexp.filelock import FileLock
 
 log = logging.getLogger(__name__)
-
-_PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent() -> bool:
-    """Ask the kernel to SIGTERM this process when its parent dies.
-
-    Called by a child on its own start-up (never in a fork-to-exec
-    ``preexec_fn``: loading libc there can deadlock a multi-threaded parent).
-    Returns False when the parent is already gone (adopted by init), so the
-    caller can exit at once. On systems without ``prctl`` it is a no-op, and
-    process groups plus cfexp's exit handlers still stop the child.
-    """
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        return True
-    return os.getppid() != 1
-
 
 def kill_group(pid: int, sig: signal.Signals = signal.SIGKILL) -> None:
     """Signal the child's whole process group (it was started in a new session)."""

@@ -33,7 +33,7 @@ def serve_settings(args: argparse.Namespace) -> dict[str, object]:
         settings.setdefault("n_gpu_layers", args.gpu_layers)
     settings.setdefault("slots", args.slots)
     if args.backend == "llamacpp":
-        from cfexp.servers.model_files import embedded_gguf
+        from cfexp.backends.model_files import embedded_gguf
 
         settings.setdefault("n_threads", args.threads)
         settings.setdefault("model_path", args.model_file or str(embedded_gguf()))
@@ -105,7 +105,7 @@ def _baseline(text: str | None) -> dict[str, str] | None:
 
 def _sync(args: argparse.Namespace) -> int:
     from cfexp.tracking.spool import pending, reachable, spool_root, upload_spool
-    from cfexp.tracking.store import Tracker
+    from cfexp.tracking.store import MlflowTracker
 
     mlruns = Path(args.mlruns)
     root = spool_root(mlruns)
@@ -121,7 +121,7 @@ def _sync(args: argparse.Namespace) -> int:
             print(f"cfexp: the tracking server <uri={uri}> cannot be reached: its runs stay in {root}", file=sys.stderr)
             code = 1
             continue
-        result = upload_spool(Tracker(uri, mlruns / "artifacts"), root, any_uri=bool(args.tracking_uri))
+        result = upload_spool(MlflowTracker(uri, mlruns / "artifacts"), root, any_uri=bool(args.tracking_uri))
         print(f"{uri}: uploaded {len(result.uploaded)} run(s), {len(result.busy)} still being written")
         for run_id, why in result.failed.items():
             print(f"cfexp: {run_id} not uploaded: {why}", file=sys.stderr)

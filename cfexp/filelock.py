@@ -6,7 +6,7 @@ tracking store, the Optuna storage, the assembled model file, a Rust binary,
 the compiled launcher. Whatever creates such shared state does it under a
 :class:`FileLock` on a file next to it; every other process waits, then finds
 it made. Also the per-host lock for managed servers
-(:mod:`cfexp.servers.host_lock`) is one.
+(:mod:`cfexp.backends.host_lock`) is one.
 
 - ``flock(2)`` on a file that is never deleted: the kernel releases the lock
   when its holder closes the file or exits, however it exits (a SIGKILLed

@@ -14,7 +14,7 @@ from typing import Any
 from cfexp.agents.spec import AgentSpec, Spec
 from cfexp.config.schema import CfexpConfig
 from cfexp.data import DATA_DIR
-from cfexp.servers.base import ServerInstance
+from cfexp.backends.base import ServerInstance
 from cfexp.vocab import Api, MultiMode, OptionsMode, PromptCache, Runtime, Scenario
 
 

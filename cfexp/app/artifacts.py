@@ -9,7 +9,7 @@ from pathlib import Path
 from cfexp.agents.records import Record
 from cfexp.filenames import safe_name
 from cfexp.metrics.calls import MeasuredCall
-from cfexp.servers.base import ServerInstance
+from cfexp.backends.base import ServerInstance
 
 RECORDS_FILE = "records.jsonl"
 TEXTS_DIR = "texts"

@@ -29,9 +29,11 @@ from cfexp.app import status
 from cfexp.config.output_dirs import FolderClaim
 from cfexp.errors import TrackingError
 from cfexp.redact import mask_in_logs, redact_overrides, secret_values
-from cfexp.servers.pool import POOL
-from cfexp.servers.process import install_cleanup_handlers
-from cfexp.tracking.jobs import PARENT_FILE, is_multirun, start_parent, tracker_for
+from cfexp.backends.pool import POOL
+from cfexp.signals import install_cleanup_handlers
+from cfexp.app.hydra_job import is_multirun, swept_keys
+from cfexp.tracking.jobs import start_parent, tracker_for
+from cfexp.tracking.sweep_file import PARENT_FILE
 from cfexp.tracking.store import Tracker
 
 log = logging.getLogger(__name__)
@@ -142,7 +144,8 @@ class CfexpCallback(Callback):
         mask_in_logs(v for s in secret_values(config.hydra.overrides.task) for v in (s, *s.split(",")))
         resume = bool(config.get("resume", False))
         try:
-            run_id = start_parent(tracker, config.tracking.experiment, sweep_dir, overrides, resume)
+            keys = swept_keys(overrides)
+            run_id = start_parent(tracker, config.tracking.experiment, sweep_dir, overrides, keys, resume)
         except Exception as exc:  # Hydra would only warn and run every job without a parent
             print(
                 f"cfexp: could not create the sweep's parent run in {tracker.uri} "

@@ -15,7 +15,7 @@ server instances (docs/multi-agent.md, docs/metrics.md):
   metrics; its calls are the run's call metrics.
 
 Before every phase, each instance it uses gets warm-up calls with exactly the
-options the phase's calls send (:mod:`cfexp.servers.warmup`), so no model load
+options the phase's calls send (:mod:`cfexp.backends.warmup`), so no model load
 lands inside a measured call; a measured call that paid one anyway is counted
 and warned about. Metrics come from the records only (``cfexp.metrics``);
 this module does the I/O around them.
@@ -47,9 +47,9 @@ from cfexp.metrics.runs import (
     summarize_process,
 )
 from cfexp.monitoring import SystemSampler
-from cfexp.servers.base import ServerInstance
-from cfexp.servers.pool import check_alive
-from cfexp.servers.warmup import WarmupTarget, warm_up
+from cfexp.backends.base import ServerInstance
+from cfexp.backends.pool import check_alive
+from cfexp.backends.warmup import WarmupTarget, warm_up
 from cfexp.vocab import Language, PromptCache, Scenario, SoloPhases
 
 log = logging.getLogger(__name__)

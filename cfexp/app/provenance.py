@@ -19,9 +19,9 @@ import psutil
 
 from cfexp import __version__
 from cfexp.config.schema import CfexpConfig
-from cfexp.servers.base import ServerInstance
-from cfexp.servers.identify import UNKNOWN, loaded_state
-from cfexp.servers.model_files import expected_sha256, file_sha256
+from cfexp.backends.base import ServerInstance
+from cfexp.backends.identify import UNKNOWN, loaded_state
+from cfexp.backends.model_files import expected_sha256, file_sha256
 from cfexp.vocab import Backend
 
 _REPO = Path(__file__).resolve().parents[2]
@@ -70,7 +70,7 @@ def model_digest(cfg: CfexpConfig, instances: list[ServerInstance]) -> str:
 
     A file cfexp gave a managed server is hashed (the embedded one is verified
     against its SHA256SUMS once, at assembly); otherwise each instance's own
-    report (``cfexp.servers.identify``), or ``unknown`` — never another
+    report (``cfexp.backends.identify``), or ``unknown`` — never another
     model's hash.
     """
     digests = set()

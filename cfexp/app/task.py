@@ -23,10 +23,11 @@ from cfexp.app.measure import JobOutcome, measure
 from cfexp.app.provenance import run_tags, server_settings_tags
 from cfexp.config.validate import to_settings
 from cfexp.errors import CfexpError, ConfigError
-from cfexp.redact import redact_overrides
-from cfexp.servers.base import ServerInstance
-from cfexp.servers.pool import POOL, launch_specs
-from cfexp.tracking.jobs import JobRun, is_multirun
+from cfexp.backends.base import ServerInstance
+from cfexp.backends.pool import POOL, launch_specs
+from cfexp.app.hydra_job import is_multirun, job_place, keep_secrets_out_of_files, settings_tree
+from cfexp.tracking.jobs import JobRun
+from cfexp.tracking.tags import OUT_OF_RANGE_TAG, WARNINGS_TAG
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,8 @@ log = logging.getLogger(__name__)
 def run_job(cfg: DictConfig) -> dict[str, float] | None:
     """Hydra task function. Returns the run's metrics (None when it failed)."""
     hydra_cfg = HydraConfig.get()
-    job_dir = Path(hydra_cfg.runtime.output_dir)
-    overrides = redact_overrides(hydra_cfg.overrides.task)
+    place = job_place(hydra_cfg)
+    job_dir, overrides = place.output_dir, place.overrides
     try:
         settings = to_settings(cfg)
     except ConfigError as exc:
@@ -43,12 +44,14 @@ def run_job(cfg: DictConfig) -> dict[str, float] | None:
         status.write(job_dir, status.INVALID_CONFIG, overrides, error=str(exc))
         return None
 
-    if settings.resume and (earlier := JobRun.finished_before(settings, cfg)) is not None:
+    keep_secrets_out_of_files(settings, hydra_cfg)  # also when the job is skipped
+    config = settings_tree(settings)
+    if settings.resume and (earlier := JobRun.finished_before(settings, config)) is not None:
         # Before any server starts; the earlier metrics still feed a sweeper.
         log.info("resume: this config already has FINISHED run %s; skipped", earlier.run_id)
         status.write(job_dir, status.SKIPPED, overrides, run_id=earlier.run_id)
         return earlier.metrics
-    job = JobRun.start(settings, cfg, overrides, hydra_cfg)
+    job = JobRun.start(settings, config, place)
     instances: list[ServerInstance] = []
     try:
         launches = launch_specs(settings, instance_launch_options(settings))
@@ -79,7 +82,7 @@ def run_job(cfg: DictConfig) -> dict[str, float] | None:
         job.fail(str(exc))
         status.write(job_dir, status.FAILED, overrides, error=str(exc), run_id=job.run_id)
         return None
-    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (cfexp.servers.process.Terminated)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (cfexp.signals.Terminated)
         POOL.close()
         reason = str(exc) or "interrupted by the user (Ctrl-C)"
         job.kill(reason)
@@ -98,9 +101,9 @@ def run_job(cfg: DictConfig) -> dict[str, float] | None:
 def _warning_tags(outcome: JobOutcome) -> dict[str, str]:
     """What makes the run's numbers doubtful, for the report and the MLflow UI."""
     outcome.metrics["measurement_warnings"] = float(len(outcome.warnings))
-    tags = {"measurement_warnings": " | ".join(outcome.warnings)} if outcome.warnings else {}
+    tags = {WARNINGS_TAG: " | ".join(outcome.warnings)} if outcome.warnings else {}
     if outcome.out_of_range:
-        tags["out_of_range_metrics"] = ",".join(outcome.out_of_range)
+        tags[OUT_OF_RANGE_TAG] = ",".join(outcome.out_of_range)
     for warning in outcome.warnings:
         log.warning("measurement warning: %s", warning)
     return tags

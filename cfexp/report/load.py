@@ -33,6 +33,7 @@ import pandas as pd
 from cfexp.errors import TrackingError
 from cfexp.metrics import catalog
 from cfexp.metrics.multi import MIN_TOLERANCE_PCT
+from cfexp.tracking import tags
 from cfexp.tracking.query import search_runs
 
 REPETITION = "params.repetition"
@@ -73,12 +74,12 @@ SHORT_NAMES = {
     "params.backend.name": "backend",
 }
 MISSING = "-"
-POSITION_TAG = "tags.sweep.position"
-ORDER_TAG = "tags.sweep.order"
-SEED_TAG = "tags.sweep.seed"
-WARNINGS_TAG = "tags.measurement_warnings"
+POSITION_TAG = "tags." + tags.POSITION_TAG
+ORDER_TAG = "tags." + tags.ORDER_TAG
+SEED_TAG = "tags." + tags.SEED_TAG
+WARNINGS_TAG = "tags." + tags.WARNINGS_TAG
 WARNINGS_METRIC = "metrics.measurement_warnings"
-OUT_OF_RANGE_TAG = "tags.out_of_range_metrics"
+OUT_OF_RANGE_TAG = "tags." + tags.OUT_OF_RANGE_TAG
 # Separator of the sentences of a run's measurement_warnings tag.
 WARNING_SEPARATOR = " | "
 

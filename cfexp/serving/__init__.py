@@ -3,7 +3,7 @@
 Run it as ``python -m cfexp.serving --engine {sim,llamacpp} ...`` (see
 docs/serving.md), or call :func:`main` with the same arguments. It is a
 separate process, apart from the rest of cfexp: it imports only
-``cfexp.errors`` and ``cfexp.servers.model_files`` from the other layers.
+``cfexp.errors`` and ``cfexp.backends.model_files`` from the other layers.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import sys
 import threading
 from pathlib import Path
 
-from cfexp.childproc import die_with_parent
+from cfexp.signals import die_with_parent
 from cfexp.errors import CfexpError, ConfigError
 from cfexp.serving.admission import AdmissionQueue
 from cfexp.serving.engines import build_engine

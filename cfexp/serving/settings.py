@@ -118,7 +118,7 @@ class SimSettings:
 class LlamaSettings:
     """The real embedded model, run through llama-cpp-python's ``Llama``."""
 
-    # GGUF file; None = the embedded Gemma 3 270M (cfexp.servers.model_files).
+    # GGUF file; None = the embedded Gemma 3 270M (cfexp.backends.model_files).
     model_path: str | None = None
     # Model name served (Ollama "name:tag").
     model_name: str = "gemma3:270m"

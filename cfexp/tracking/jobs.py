@@ -1,9 +1,10 @@
-"""One MLflow run per Hydra job, a child of its sweep's parent run.
+"""One MLflow run per job, a child of its sweep's parent run.
 
 The parent run is created by :class:`cfexp.app.callback.CfexpCallback`
-when a multirun starts, and its id is written to ``<sweep dir>/``
-:data:`PARENT_FILE`; each job reads it there, so parent/child linking works
-whether jobs run in this process or in others.
+when a multirun starts (:func:`start_parent`), and its id is written to the
+sweep's folder (:mod:`cfexp.tracking.sweep_file`), where each job finds it.
+Hydra is not imported here: the app hands over plain values
+(:class:`JobPlace`, the settings as a tree).
 """
 
 from __future__ import annotations
@@ -17,30 +18,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+import yaml
 
 from cfexp.config.schema import CfexpConfig
-from cfexp.redact import MASK, MIN_SCRUB_LEN, mask_in_logs, redact_tree, scrub, secret_values, secret_values_in
-from cfexp.tracking.resume import (
-    CONFIG_HASH_TAG,
-    PARENT_TAG,
-    SWEEP_KEY_TAG,
-    EarlierRun,
-    config_hash,
-    finished_run,
-    parent_to_reuse,
-    sweep_key,
-)
+from cfexp.redact import MASK, scrub, secret_values
+from cfexp.tracking.resume import EarlierRun, config_hash, finished_run, parent_to_reuse, sweep_key
 from cfexp.tracking.spool import SpoolTracker, is_spooled, open_tracker, spool_root
 from cfexp.tracking.store import Tracker, resolve_uri
+from cfexp.tracking.sweep_file import read_parent, write_parent
+from cfexp.tracking.tags import CONFIG_HASH_TAG, PARENT_TAG, POSITION_TAG, SWEEP_KEY_TAG
 
 log = logging.getLogger(__name__)
 
-PARENT_FILE = "cfexp_parent_run.json"
-# A job's place in its sweep's run order (0 = first); a tag, never a param: it is
-# not part of the config (nor of its hash), so no report takes it for a factor.
-POSITION_TAG = "sweep.position"
 SPEC_FILE, REDACTED_SPEC_FILE = "agent_spec.json", "agent_spec.redacted.json"
 # Job files uploaded as artifacts, when present (names relative to the job dir).
 JOB_ARTIFACTS = (
@@ -82,11 +71,16 @@ def flatten(container: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
-def redacted_config(cfg: DictConfig) -> dict[str, Any]:
-    container = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(container, dict)
-    redacted: dict[str, Any] = redact_tree(container)
-    return redacted
+@dataclass(frozen=True)
+class JobPlace:
+    """Where a job runs and what its command line said (secrets masked): plain values."""
+
+    output_dir: Path
+    # The multirun's folder (None for a single run).
+    sweep_dir: Path | None
+    # The job's number in its sweep: its place in the run order (None for a single run).
+    job_num: int | None
+    overrides: list[str]
 
 
 def _redacted_hydra_dir(source: Path, target: Path) -> Path:
@@ -98,7 +92,7 @@ def _redacted_hydra_dir(source: Path, target: Path) -> Path:
     """
     target.mkdir(parents=True, exist_ok=True)
     overrides_file = source / "overrides.yaml"
-    overrides = OmegaConf.load(overrides_file) if overrides_file.exists() else []
+    overrides = (yaml.safe_load(overrides_file.read_text()) or []) if overrides_file.exists() else []
     secrets = secret_values(str(o) for o in overrides)
     for path in source.glob("*.yaml"):
         (target / path.name).write_text(scrub(path.read_text(), secrets))
@@ -120,30 +114,10 @@ def run_name(overrides: list[str], swept_keys: list[str] | None = None) -> str:
     return " ".join(shown) if shown else "defaults"
 
 
-def swept_keys(overrides: list[str]) -> list[str]:
-    """The keys a multirun's command line sweeps (`a=1,2`, `b=range(3)`)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    return [o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()]
-
-
-def is_multirun(hydra_cfg: Any) -> bool:
-    """Whether this job is one of a sweep's (Hydra's ``-m``)."""
-    return bool(hydra_cfg.mode == RunMode.MULTIRUN)
-
-
-def read_parent(sweep_dir: Path) -> dict[str, Any] | None:
-    """The parent run's file: ``run_id``, ``tracking_uri``, ``swept_keys``."""
-    path = sweep_dir / PARENT_FILE
-    if not path.exists():
-        return None
-    parent: dict[str, Any] = json.loads(path.read_text())
-    return parent
-
-
-def start_parent(tracker: Tracker, experiment: str, sweep_dir: Path, overrides: list[str], resume: bool) -> str:
-    """The sweep's parent run, its id written to ``<sweep_dir>/`` :data:`PARENT_FILE`.
+def start_parent(
+    tracker: Tracker, experiment: str, sweep_dir: Path, overrides: list[str], swept_keys: list[str], resume: bool
+) -> str:
+    """The sweep's parent run, its id written to the sweep's folder (``sweep_file``).
 
     With ``resume`` the parent of the sweep being resumed is re-opened
     (status RUNNING) when there is one, so resumed jobs land under it.
@@ -164,9 +138,7 @@ def start_parent(tracker: Tracker, experiment: str, sweep_dir: Path, overrides: 
             },
         )
         tracker.log_params(run_id, flatten({"sweep": {"overrides": overrides}}))
-    (sweep_dir / PARENT_FILE).write_text(
-        json.dumps({"run_id": run_id, "tracking_uri": tracker.uri, "swept_keys": swept_keys(overrides)}, indent=2)
-    )
+    write_parent(sweep_dir, run_id, tracker.uri, swept_keys)
     return run_id
 
 
@@ -182,53 +154,45 @@ class JobRun:
     pending_tags: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def start(
-        cls, settings: CfexpConfig, cfg: DictConfig, overrides: list[str], hydra_cfg: Any
-    ) -> JobRun:
+    def start(cls, settings: CfexpConfig, config: Mapping[str, Any], place: JobPlace) -> JobRun:
+        """The job's run, with ``config`` (the settings as a tree, secrets masked) as its params."""
         tracker = tracker_for(settings.tracking.uri, Path(settings.paths.mlruns_dir))
-        parent = None
-        if is_multirun(hydra_cfg):
-            parent = read_parent(Path(hydra_cfg.sweep.dir))
+        parent = read_parent(place.sweep_dir) if place.sweep_dir is not None else None
         if parent and is_spooled(parent["run_id"]) and not isinstance(tracker, SpoolTracker):
             # The parent waits in the spool: spool this run too, so the upload links them.
             tracker = SpoolTracker(tracker.uri, spool_root(Path(settings.paths.mlruns_dir)))
-        _keep_secrets_out_of_files(cfg, hydra_cfg)
-        config = redacted_config(cfg)
         tags = {
-            "overrides": " ".join(overrides),
-            "hydra.output_dir": str(hydra_cfg.runtime.output_dir),
+            "overrides": " ".join(place.overrides),
+            "hydra.output_dir": str(place.output_dir),
             CONFIG_HASH_TAG: config_hash(config),
         }
-        if parent:
-            tags["hydra.job_num"] = str(hydra_cfg.job.num)
+        if parent and place.job_num is not None:
+            tags["hydra.job_num"] = str(place.job_num)
             # Hydra numbers a sweep's jobs in the order it launches them: after the
             # sweeper's reordering (hydra.sweeper.order), the job's place in the run order.
-            tags[POSITION_TAG] = str(hydra_cfg.job.num)
+            tags[POSITION_TAG] = str(place.job_num)
         if settings.trial.study is not None:  # a trial of hydra/sweeper=cfexp_optuna
             tags["trial.study"] = settings.trial.study
             tags["trial.number"] = str(settings.trial.number)
         run_id = tracker.start_run(
             settings.tracking.experiment,
-            run_name(overrides, parent["swept_keys"] if parent else None),
+            run_name(place.overrides, parent["swept_keys"] if parent else None),
             tags,
             parent["run_id"] if parent else None,
         )
         # The language is implied by the runtime; logged so reports can compare by it.
         tracker.log_batch(run_id, params={**flatten(config), "language": str(settings.language)})
-        staging = Path(hydra_cfg.runtime.output_dir) / ".cfexp-upload"
+        staging = place.output_dir / ".cfexp-upload"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-        (staging / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
+        (staging / "config.yaml").write_text(yaml.safe_dump(dict(config), sort_keys=False))
         return cls(tracker, run_id, staging)
 
     @staticmethod
-    def finished_before(settings: CfexpConfig, cfg: DictConfig) -> EarlierRun | None:
+    def finished_before(settings: CfexpConfig, config: Mapping[str, Any]) -> EarlierRun | None:
         """A FINISHED run of this very config in the experiment (for ``resume=true``)."""
-        from hydra.core.hydra_config import HydraConfig
-
-        _keep_secrets_out_of_files(cfg, HydraConfig.get())  # a skipped job leaves its .hydra/ too
         tracker = tracker_for(settings.tracking.uri, Path(settings.paths.mlruns_dir))
-        return finished_run(tracker, settings.tracking.experiment, config_hash(redacted_config(cfg)))
+        return finished_run(tracker, settings.tracking.experiment, config_hash(config))
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         self.pending_tags.update(tags)
@@ -306,30 +270,6 @@ def _redact_agent_specs(job_dir: Path) -> None:
         (spec.parent / REDACTED_SPEC_FILE).write_text(json.dumps(data, indent=2))
         if held_key:
             spec.unlink()
-
-
-def _keep_secrets_out_of_files(cfg: DictConfig, hydra_cfg: Any) -> None:
-    """Secrets given as literal values are masked in logs from now on, and in
-    the files Hydra wrote with them (the job's ``.hydra/``, a sweep's
-    ``multirun.yaml``). ``${oc.env:…}`` interpolations are never secrets."""
-    container = OmegaConf.to_container(cfg, resolve=True)
-    found = {*secret_values(hydra_cfg.overrides.task), *secret_values_in(container)}
-    secrets = {secret for secret in found if len(secret) >= MIN_SCRUB_LEN}
-    if not secrets:
-        return
-    mask_in_logs(secrets)
-    files = list((Path(hydra_cfg.runtime.output_dir) / ".hydra").glob("*.yaml"))
-    if is_multirun(hydra_cfg):
-        files.append(Path(hydra_cfg.sweep.dir) / "multirun.yaml")
-    for path in files:
-        try:
-            text = path.read_text()
-            if any(secret in text for secret in secrets):
-                temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-                temporary.write_text(scrub(text, secrets))
-                temporary.replace(path)
-        except OSError as exc:
-            log.warning("could not mask secrets in %s: %s", path, exc)
 
 
 def _link_or_copy(source: str, target: str) -> None:

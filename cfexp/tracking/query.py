@@ -28,10 +28,10 @@ from typing import Any
 import pandas as pd
 
 from cfexp.errors import TrackingError
+from cfexp.tracking.tags import PARENT_TAG
 
 # MLflow's SQL store serves at most 50,000 runs per page.
 _PAGE = 50_000
-PARENT_TAG = "cfexp.sweep"
 
 
 def default_uri(cwd: Path | None = None) -> str:

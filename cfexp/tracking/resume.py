@@ -18,13 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from cfexp.tracking.store import Tracker
+from cfexp.tracking.sweep_file import read_parent
+from cfexp.tracking.tags import CONFIG_HASH_TAG, PARENT_TAG, SWEEP_KEY_TAG
 
 log = logging.getLogger(__name__)
 
-CONFIG_HASH_TAG = "cfexp.config_hash"
-# On a sweep's parent run: a hash of its overrides without ``resume``.
-SWEEP_KEY_TAG = "cfexp.sweep_key"
-PARENT_TAG = "cfexp.sweep"
 # Top-level config keys left out of the hash: where outputs and runs go
 # (paths, tracking), the resume switch itself, and which optimisation trial a
 # job is (trial: the same settings in another trial are the same measurement).
@@ -95,8 +93,6 @@ def parent_to_reuse(tracker: Tracker, experiment: str, overrides: list[str], swe
     of the experiment with the same overrides (minus ``resume``) that did not
     finish, else the latest such parent at all.
     """
-    from cfexp.tracking.jobs import read_parent  # jobs imports this module
-
     recorded = read_parent(sweep_dir)
     if recorded and recorded.get("tracking_uri") == tracker.uri:
         try:

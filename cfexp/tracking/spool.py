@@ -35,7 +35,7 @@ from typing import Any
 
 from cfexp.errors import TrackingError
 from cfexp.filelock import FileLock
-from cfexp.tracking.store import Tracker
+from cfexp.tracking.store import MlflowTracker, Tracker
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def open_tracker(uri: str, mlruns_dir: Path) -> Tracker:
         )
         return SpoolTracker(uri, root)
     remote = uri.startswith(("http://", "https://"))
-    tracker = FallbackTracker(uri, mlruns_dir) if remote else Tracker(uri, mlruns_dir / "artifacts")
+    tracker = FallbackTracker(uri, mlruns_dir) if remote else MlflowTracker(uri, mlruns_dir / "artifacts")
     if pending(root, uri):
         try:
             result = upload_spool(tracker, root)
@@ -97,7 +97,7 @@ def open_tracker(uri: str, mlruns_dir: Path) -> Tracker:
 
 
 class SpoolTracker(Tracker):
-    """A :class:`Tracker` that writes to the spool folder instead of a store."""
+    """A :class:`Tracker` that writes to the spool folder instead of a store (no MLflow client)."""
 
     def __init__(self, uri: str, root: Path) -> None:  # no MLflow client: nothing to reach
         self.uri = uri
@@ -172,10 +172,10 @@ class SpoolTracker(Tracker):
     def delete_run(self, run_id: str) -> None:
         raise TrackingError(f"cannot delete run {run_id}: <tracking.uri={self.uri}> is unreachable")
 
-    def get_run(self, run_id: str):  # type: ignore[no-untyped-def]
+    def get_run(self, run_id: str) -> Any:
         raise TrackingError(f"cannot read run {run_id}: <tracking.uri={self.uri}> is unreachable")
 
-    def search_runs(self, experiment: str, filter_string: str = ""):  # type: ignore[no-untyped-def]
+    def search_runs(self, experiment: str, filter_string: str = "") -> Any:
         log.warning("tracking server unreachable: no earlier runs of %s can be searched", experiment)
         return []
 
@@ -194,7 +194,7 @@ class SpoolTracker(Tracker):
             out.write(json.dumps(op) + "\n")
 
 
-class FallbackTracker(Tracker):
+class FallbackTracker(MlflowTracker):
     """A tracking server's :class:`Tracker` that, if the server stops answering
     in the middle of a run, keeps every later write in the spool.
 
@@ -260,10 +260,10 @@ class FallbackTracker(Tracker):
         stamp = end_time_ms or _now_ms()
         self._either(run_id, lambda t: t.end_run(run_id, status, stamp))
 
-    def get_run(self, run_id: str):  # type: ignore[no-untyped-def]
+    def get_run(self, run_id: str) -> Any:
         return self._either(run_id, lambda t: t.get_run(run_id))
 
-    def search_runs(self, experiment: str, filter_string: str = ""):  # type: ignore[no-untyped-def]
+    def search_runs(self, experiment: str, filter_string: str = "") -> Any:
         return self._either("", lambda t: t.search_runs(experiment, filter_string))
 
     def _either(self, run_id: str, call: Callable[[Tracker], Any]) -> Any:

@@ -20,6 +20,7 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, Protocol
 
 from cfexp.errors import TrackingError
 
@@ -44,7 +45,62 @@ def resolve_uri(configured: str | None, mlruns_dir: Path) -> str:
     return f"sqlite:///{(mlruns_dir / 'mlflow.db').resolve()}"
 
 
-class Tracker:
+class Tracker(Protocol):
+    """What cfexp writes and reads in a tracking store, whatever holds it.
+
+    :class:`MlflowTracker` is a store itself; ``cfexp.tracking.spool`` has one
+    that keeps runs on disk while a tracking server cannot be reached, and one
+    that switches to it mid-run. ``log_params``, ``log_metrics`` and
+    ``set_tags`` are :meth:`log_batch` for every implementation.
+    """
+
+    uri: str
+
+    def experiment_id(self, name: str) -> str: ...
+
+    def start_run(
+        self,
+        experiment: str,
+        run_name: str,
+        tags: Mapping[str, str],
+        parent_run_id: str | None = None,
+        start_time_ms: int | None = None,
+    ) -> str: ...
+
+    def log_batch(
+        self,
+        run_id: str,
+        params: Mapping[str, object] | None = None,
+        metrics: Mapping[str, float | None] | None = None,
+        tags: Mapping[str, str] | None = None,
+        timestamp_ms: int | None = None,
+    ) -> None: ...
+
+    def log_params(self, run_id: str, params: Mapping[str, object]) -> None:
+        self.log_batch(run_id, params=params)
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float]) -> None:
+        self.log_batch(run_id, metrics=metrics)
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        self.log_batch(run_id, tags=tags)
+
+    def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None: ...
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None: ...
+
+    def reopen_run(self, run_id: str) -> None: ...
+
+    def end_run(self, run_id: str, status: str, end_time_ms: int | None = None) -> None: ...
+
+    def delete_run(self, run_id: str) -> None: ...
+
+    def get_run(self, run_id: str) -> Any: ...  # mlflow's Run
+
+    def search_runs(self, experiment: str, filter_string: str = "") -> Any: ...  # a list of mlflow's Run
+
+
+class MlflowTracker(Tracker):
     """Runs, params, metrics, tags and artifacts in one MLflow store."""
 
     def __init__(self, uri: str, artifact_root: Path) -> None:
@@ -134,15 +190,6 @@ class Tracker:
             chunk_metrics, metric_items = metric_items[:room], metric_items[room:]
             self._client.log_batch(run_id, metrics=chunk_metrics, params=chunk_params, tags=chunk_tags)
 
-    def log_params(self, run_id: str, params: Mapping[str, object]) -> None:
-        self.log_batch(run_id, params=params)
-
-    def log_metrics(self, run_id: str, metrics: Mapping[str, float]) -> None:
-        self.log_batch(run_id, metrics=metrics)
-
-    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
-        self.log_batch(run_id, tags=tags)
-
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
         if path.is_dir():
             self._client.log_artifacts(run_id, str(path), artifact_path)
@@ -163,10 +210,10 @@ class Tracker:
     def delete_run(self, run_id: str) -> None:
         self._client.delete_run(run_id)
 
-    def get_run(self, run_id: str):  # type: ignore[no-untyped-def] # mlflow's Run
+    def get_run(self, run_id: str) -> Any:
         return self._client.get_run(run_id)
 
-    def search_runs(self, experiment: str, filter_string: str = ""):  # type: ignore[no-untyped-def]
+    def search_runs(self, experiment: str, filter_string: str = "") -> Any:
         experiment_id = self.experiment_id(experiment)
         return self._client.search_runs([experiment_id], filter_string=filter_string, max_results=10000)
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from cfexp.tracking.tags import JOBS_TAG, ORDER_TAG, SEED_TAG  # names only: no MLflow import
 from cfexp.vocab import SweepOrder
 from hydra_plugins.cfexp_basic_sweeper._order import Job, choose_seed, order_jobs
 from hydra_plugins.cfexp_basic_sweeper._preamble import Estimate, SweepPlan, describe, plan_text
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PLAN_FILE = "sweep_plan.txt"
-ORDER_TAG, SEED_TAG, JOBS_TAG = "sweep.order", "sweep.seed", "sweep.jobs"
 
 
 def plan_sweep(
@@ -91,7 +91,8 @@ def plan_sweep(
 def _parent(sweep_dir: Path, config: DictConfig) -> tuple[Tracker, str] | None:
     """The tracker and id of the sweep's parent run, if cfexp's callback made one."""
     try:
-        from cfexp.tracking.jobs import read_parent, tracker_for
+        from cfexp.tracking.jobs import tracker_for
+        from cfexp.tracking.sweep_file import read_parent
 
         parent = read_parent(sweep_dir)
         if not parent:

@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 def tracker_and_run(sweep_dir: Path, config: DictConfig) -> tuple[Tracker, str] | None:
     """The tracker and id of the sweep's parent run, if cfexp's callback made one."""
-    from cfexp.tracking.jobs import read_parent, tracker_for  # MLflow only when there is a parent
+    from cfexp.tracking.jobs import tracker_for  # MLflow only when there is a parent
+    from cfexp.tracking.sweep_file import read_parent
 
     parent = read_parent(sweep_dir)
     if not parent:

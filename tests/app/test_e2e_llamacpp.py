@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from cfexp.agents.records import read_records
-from cfexp.servers.model_files import expected_sha256
+from cfexp.backends.model_files import expected_sha256
 from tests.app.test_e2e_sim import client_for, leftover_processes, run_cfexp, runs_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.llamacpp]

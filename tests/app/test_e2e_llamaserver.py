@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cfexp.servers.model_files import expected_sha256
+from cfexp.backends.model_files import expected_sha256
 from tests.app.test_e2e_sim import leftover_processes, run_cfexp, runs_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.llamacpp]

@@ -15,12 +15,12 @@ from cfexp.app.provenance import model_digest
 from cfexp.config.schema import CfexpConfig
 from cfexp.config.validate import to_settings
 from cfexp.errors import ConfigError
-from cfexp.servers.base import ServerInstance
-from cfexp.servers.host_lock import lock_needed
-from cfexp.servers.llama_server import LlamaServerBackend
-from cfexp.servers.model_files import expected_sha256, sha256_of
-from cfexp.servers.pool import backend_for, launch_spec
-from cfexp.servers.process import ManagedProcess
+from cfexp.backends.base import ServerInstance
+from cfexp.backends.host_lock import lock_needed
+from cfexp.backends.llama_server import LlamaServerBackend
+from cfexp.backends.model_files import expected_sha256, sha256_of
+from cfexp.backends.pool import backend_for, launch_spec
+from cfexp.backends.process import ManagedProcess
 
 Compose = Callable[..., DictConfig]
 

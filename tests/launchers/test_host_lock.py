@@ -1,4 +1,4 @@
-"""The per-host lock for managed real servers (cfexp.servers.host_lock)."""
+"""The per-host lock for managed real servers (cfexp.backends.host_lock)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from omegaconf import DictConfig
 
 from cfexp.config.validate import to_settings
 from cfexp.errors import SetupError
-from cfexp.servers import host_lock
-from cfexp.servers.host_lock import HostLock, lock_needed
-from cfexp.servers.pool import ServerPool, launch_specs
+from cfexp.backends import host_lock
+from cfexp.backends.host_lock import HostLock, lock_needed
+from cfexp.backends.pool import ServerPool, launch_specs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -28,7 +28,7 @@ HOLDER = """
 import logging, sys
 from pathlib import Path
 logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
-from cfexp.servers.host_lock import HostLock
+from cfexp.backends.host_lock import HostLock
 HostLock(Path(sys.argv[1])).acquire(holder=sys.argv[2])
 print("acquired", flush=True)
 sys.stdin.read()

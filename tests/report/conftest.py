@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cfexp.tracking.store import Tracker
+from cfexp.tracking.store import MlflowTracker, Tracker
 
 EXPERIMENT = "reporttest"
 
@@ -22,7 +22,7 @@ NewStore = Callable[[Path], tuple[str, Tracker]]
 @pytest.fixture(scope="session")
 def _empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("empty-store")
-    Tracker(f"sqlite:///{root}/mlflow.db", root / "artifacts").experiment_id("template")  # creates the schema
+    MlflowTracker(f"sqlite:///{root}/mlflow.db", root / "artifacts").experiment_id("template")  # creates the schema
     return root / "mlflow.db"
 
 
@@ -31,7 +31,7 @@ def copy_store(template: Path, folder: Path) -> tuple[str, Tracker]:
     (folder / "mlruns").mkdir(parents=True)
     shutil.copyfile(template, folder / "mlruns" / "mlflow.db")
     uri = f"sqlite:///{folder}/mlruns/mlflow.db"
-    return uri, Tracker(uri, folder / "mlruns" / "artifacts")
+    return uri, MlflowTracker(uri, folder / "mlruns" / "artifacts")
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from omegaconf import DictConfig
 
 from cfexp.config.validate import to_settings
 from cfexp.errors import ConfigError
-from cfexp.servers.cfexp_serving import CfexpServingBackend
-from cfexp.servers.pool import launch_spec
+from cfexp.backends.cfexp_server import CfexpServerBackend
+from cfexp.backends.pool import launch_spec
 
 
 def _listening(pid: int) -> list[str]:
@@ -30,7 +30,7 @@ def _listening(pid: int) -> list[str]:
 @pytest.mark.slow
 def test_a_started_server_listens_on_loopback_only(compose_cfg: Callable[..., DictConfig], tmp_path: Path) -> None:
     settings = to_settings(compose_cfg("backend=sim"))
-    instance = CfexpServingBackend("sim").start(launch_spec(settings, 80, 512), 0, tmp_path, 60)
+    instance = CfexpServerBackend("sim").start(launch_spec(settings, 80, 512), 0, tmp_path, 60)
     try:
         assert instance.process is not None
         addresses = _listening(instance.process.pid)

@@ -35,7 +35,7 @@ def test_the_parent_records_the_order_and_a_resumed_sweep_reuses_its_seed(
     tracker = tracker_for(None, tmp_path / "mlruns")
     sweep_dir = tmp_path / "multirun"
     sweep_dir.mkdir()
-    parent = start_parent(tracker, "exp", sweep_dir, ["x=0,1,2", "repetition=0,1"], resume=False)
+    parent = start_parent(tracker, "exp", sweep_dir, ["x=0,1,2", "repetition=0,1"], ["x", "repetition"], resume=False)
 
     first = plan_sweep(GRID, config, SweepOrder.blocked, None, "repetition")
     tags = tracker.get_run(parent).data.tags

@@ -13,9 +13,12 @@ from typing import Any
 import pytest
 from omegaconf import DictConfig
 
-from cfexp.tracking.jobs import PARENT_FILE, redacted_config, start_parent
+from cfexp.app.hydra_job import settings_tree
+from cfexp.config.validate import to_settings
+from cfexp.tracking.jobs import start_parent
+from cfexp.tracking.sweep_file import PARENT_FILE
 from cfexp.tracking.resume import VOLATILE_KEYS, config_hash, finished_run, parent_to_reuse, sweep_key
-from cfexp.tracking.store import Tracker
+from cfexp.tracking.store import MlflowTracker, Tracker
 
 REPO = Path(__file__).resolve().parents[2]
 OVERRIDES = ("backend=sim", "scenario=single_agent", "temperature=0.6")
@@ -27,7 +30,8 @@ _HASH_IN_A_NEW_PROCESS = textwrap.dedent(
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
     from cfexp.config.schema import register_configs
-    from cfexp.tracking.jobs import redacted_config
+    from cfexp.app.hydra_job import settings_tree
+    from cfexp.config.validate import to_settings
     from cfexp.tracking.resume import config_hash
 
     register_configs()
@@ -36,9 +40,14 @@ _HASH_IN_A_NEW_PROCESS = textwrap.dedent(
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         del cfg["hydra"]
-    print(config_hash(redacted_config(cfg)))
+    print(config_hash(settings_tree(to_settings(cfg))))
     """
 )
+
+
+def _tree(cfg: DictConfig) -> dict[str, Any]:
+    """What a job run hashes: its typed settings as a tree (cfexp.app.hydra_job.settings_tree)."""
+    return settings_tree(to_settings(cfg))
 
 
 def _leaves(node: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
@@ -73,7 +82,7 @@ def _set(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, A
 def test_the_hash_is_the_same_in_another_process_and_with_other_output_paths(
     compose_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
-    here = config_hash(redacted_config(compose_cfg(*OVERRIDES)))
+    here = config_hash(_tree(compose_cfg(*OVERRIDES)))
     elsewhere = tmp_path / "elsewhere"
     done = subprocess.run(
         [sys.executable, "-c", _HASH_IN_A_NEW_PROCESS, str(REPO / "conf"), *reversed(OVERRIDES),
@@ -86,7 +95,7 @@ def test_the_hash_is_the_same_in_another_process_and_with_other_output_paths(
 
 
 def test_every_measured_setting_changes_the_hash(compose_cfg: Callable[..., DictConfig]) -> None:
-    config = redacted_config(compose_cfg(*OVERRIDES))
+    config = _tree(compose_cfg(*OVERRIDES))
     base = config_hash(config)
     measured = [(path, value) for path, value in _leaves(config) if path[0] not in VOLATILE_KEYS]
     assert len(measured) > 40  # the whole config, not a chosen few keys
@@ -98,15 +107,15 @@ def test_every_measured_setting_changes_the_hash(compose_cfg: Callable[..., Dict
 
 
 def test_volatile_keys_do_not_change_the_hash(compose_cfg: Callable[..., DictConfig], tmp_path: Path) -> None:
-    base = config_hash(redacted_config(compose_cfg(*OVERRIDES)))
-    assert config_hash(redacted_config(compose_cfg(*OVERRIDES, "resume=true", "tracking.uri=sqlite:///x.db"))) == base
-    assert config_hash(redacted_config(compose_cfg(*OVERRIDES, "temperature=0.7"))) != base
-    assert config_hash(redacted_config(compose_cfg(*OVERRIDES, "repetition=1"))) != base
+    base = config_hash(_tree(compose_cfg(*OVERRIDES)))
+    assert config_hash(_tree(compose_cfg(*OVERRIDES, "resume=true", "tracking.uri=sqlite:///x.db"))) == base
+    assert config_hash(_tree(compose_cfg(*OVERRIDES, "temperature=0.7"))) != base
+    assert config_hash(_tree(compose_cfg(*OVERRIDES, "repetition=1"))) != base
 
 
 @pytest.fixture
 def tracker(tmp_path: Path) -> Tracker:
-    return Tracker(f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "artifacts")
+    return MlflowTracker(f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "artifacts")
 
 
 def _parent(tracker: Tracker, overrides: list[str], status: str) -> str:
@@ -137,14 +146,14 @@ def test_when_every_parent_finished_the_latest_is_reused(tracker: Tracker, tmp_p
 def test_start_parent_reopens_the_parent_of_the_sweep_folder(tracker: Tracker, tmp_path: Path) -> None:
     sweep_dir = tmp_path / "sweep"
     sweep_dir.mkdir()
-    first = start_parent(tracker, "e", sweep_dir, ["temperature=0.6,0.8"], resume=False)
+    first = start_parent(tracker, "e", sweep_dir, ["temperature=0.6,0.8"], [], resume=False)
     tracker.end_run(first, "KILLED")
     assert (sweep_dir / PARENT_FILE).exists()
     # Other overrides (a fault removed), same folder: the folder's parent wins.
-    again = start_parent(tracker, "e", sweep_dir, ["temperature=0.6,0.7", "resume=true"], resume=True)
+    again = start_parent(tracker, "e", sweep_dir, ["temperature=0.6,0.7", "resume=true"], [], resume=True)
     assert again == first
     assert tracker.get_run(first).info.status == "RUNNING"
-    assert start_parent(tracker, "e", sweep_dir, ["temperature=0.6,0.7"], resume=False) != first
+    assert start_parent(tracker, "e", sweep_dir, ["temperature=0.6,0.7"], [], resume=False) != first
 
 
 def test_finished_run_finds_only_finished_runs_of_the_hash(tracker: Tracker) -> None:

@@ -21,7 +21,7 @@ from cfexp.tracking.spool import (
     reachable,
     upload_spool,
 )
-from cfexp.tracking.store import Tracker
+from cfexp.tracking.store import MlflowTracker, Tracker
 from tests.together import run_together
 
 
@@ -33,7 +33,7 @@ def closed_port() -> int:
 
 @pytest.fixture
 def store(tmp_path: Path) -> Tracker:
-    return Tracker(f"sqlite:///{tmp_path}/store.db", tmp_path / "store-artifacts")
+    return MlflowTracker(f"sqlite:///{tmp_path}/store.db", tmp_path / "store-artifacts")
 
 
 def _spool_a_sweep(spool: SpoolTracker, tmp_path: Path) -> tuple[str, str]:
@@ -107,7 +107,7 @@ def test_an_upload_that_stopped_halfway_is_not_duplicated(store: Tracker, tmp_pa
     run_id = spool.start_run("exp", "job", {})
     spool.end_run(run_id, "FINISHED")
 
-    class Broken(Tracker):
+    class Broken(MlflowTracker):
         def end_run(self, run_id: str, status: str, end_time_ms: int | None = None) -> None:
             raise OSError("connection reset")
 

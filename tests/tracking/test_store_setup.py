@@ -16,16 +16,16 @@ from mlflow.tracking import MlflowClient
 
 from cfexp.errors import TrackingError
 from cfexp.tracking import store_setup
-from cfexp.tracking.store import Tracker
+from cfexp.tracking.store import MlflowTracker
 from tests.together import run_together
 
 # Opens the store at argv[1] when released, and records one run in it.
 OPEN_AND_RECORD = """
 from pathlib import Path
-from cfexp.tracking.store import Tracker
+from cfexp.tracking.store import MlflowTracker, Tracker
 uri, artifacts = sys.argv[1], Path(sys.argv[2])
 go()
-tracker = Tracker(uri, artifacts)
+tracker = MlflowTracker(uri, artifacts)
 run_id = tracker.start_run("exp", "job", {"who": sys.argv[3]})
 tracker.log_batch(run_id, params={"who": sys.argv[3]}, metrics={"m": 1.0})
 tracker.end_run(run_id, "FINISHED")
@@ -68,7 +68,7 @@ def head() -> str:
 
 def store_with_a_run(tmp_path: Path) -> tuple[Path, str]:
     path = tmp_path / "mlflow.db"
-    tracker = Tracker(f"sqlite:///{path}", tmp_path / "artifacts")
+    tracker = MlflowTracker(f"sqlite:///{path}", tmp_path / "artifacts")
     run_id = tracker.start_run("exp", "job", {})
     tracker.log_batch(run_id, metrics={"ttft_ms": 3.0})
     tracker.end_run(run_id, "FINISHED")
@@ -98,7 +98,7 @@ def test_a_half_migrated_store_with_runs_is_reported_and_left_as_it_is(tmp_path:
     sql(path, "CREATE TABLE _alembic_tmp_latest_metrics AS SELECT * FROM latest_metrics")
     before = digest(path)
     with pytest.raises(TrackingError) as error:
-        Tracker(f"sqlite:///{path}", tmp_path / "artifacts")
+        MlflowTracker(f"sqlite:///{path}", tmp_path / "artifacts")
     message = str(error.value)
     assert "half-migrated" in message and "table _alembic_tmp_latest_metrics is left over" in message
     assert "No run data is lost" in message and "1 run(s)" in message
@@ -111,13 +111,13 @@ def test_following_the_message_recovers_the_store(tmp_path: Path) -> None:
     path, run_id = store_with_a_run(tmp_path)
     sql(path, "CREATE TABLE _alembic_tmp_latest_metrics AS SELECT * FROM latest_metrics")
     with pytest.raises(TrackingError):
-        Tracker(f"sqlite:///{path}", tmp_path / "artifacts")
+        MlflowTracker(f"sqlite:///{path}", tmp_path / "artifacts")
     sql(path, "DROP TABLE _alembic_tmp_latest_metrics")
     done = subprocess.run(
         [sys.executable, "-m", "mlflow", "db", "upgrade", f"sqlite:///{path}"], capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    run = Tracker(f"sqlite:///{path}", tmp_path / "artifacts").get_run(run_id)
+    run = MlflowTracker(f"sqlite:///{path}", tmp_path / "artifacts").get_run(run_id)
     assert run.data.metrics == {"ttft_ms": 3.0}
 
 
@@ -125,7 +125,7 @@ def test_a_table_only_left_in_its_copy_is_reported_with_the_rename(tmp_path: Pat
     path, _ = store_with_a_run(tmp_path)
     sql(path, "ALTER TABLE runs RENAME TO _alembic_tmp_runs")
     with pytest.raises(TrackingError) as error:
-        Tracker(f"sqlite:///{path}", tmp_path / "artifacts")
+        MlflowTracker(f"sqlite:///{path}", tmp_path / "artifacts")
     message = str(error.value)
     assert "table runs is missing and its rows are in _alembic_tmp_runs" in message
     assert "No run data is lost" in message and "1 run(s)" in message
@@ -148,7 +148,7 @@ def test_a_broken_store_that_holds_nothing_is_set_aside_and_made_anew(
     MlflowClient(tracking_uri=f"sqlite:///{path}")  # a new store: MLflow's Default experiment only
     store_setup._forget_store(f"sqlite:///{path}")
     sql(path, break_it)
-    tracker = Tracker(f"sqlite:///{path}", tmp_path / "artifacts")
+    tracker = MlflowTracker(f"sqlite:///{path}", tmp_path / "artifacts")
     run_id = tracker.start_run("exp", "job", {})
     tracker.end_run(run_id, "FINISHED")
     (aside,) = tmp_path.glob("mlflow.db.half-migrated-*")
@@ -177,7 +177,7 @@ def test_a_store_with_an_older_schema_is_backed_up_and_upgraded(tmp_path: Path) 
     engine.dispose()
     sql(path, "INSERT INTO experiments (experiment_id, name, artifact_location, lifecycle_stage) "
               "VALUES (7, 'kept', 'file:///kept', 'active')")
-    tracker = Tracker(uri, tmp_path / "artifacts")
+    tracker = MlflowTracker(uri, tmp_path / "artifacts")
     assert tracker.experiment_id("kept") == "7"  # the data came through the upgrade
     assert version(path) == head()
     (backup,) = tmp_path.glob(f"mlflow.db.backup-{older}-*")
@@ -197,7 +197,7 @@ def test_an_upgrade_that_fails_is_undone_and_reported(tmp_path: Path, monkeypatc
 
     monkeypatch.setattr(store_setup.subprocess, "run", upgrade_that_breaks_halfway)
     with pytest.raises(TrackingError) as error:
-        Tracker(f"sqlite:///{path}", tmp_path / "artifacts")
+        MlflowTracker(f"sqlite:///{path}", tmp_path / "artifacts")
     message = str(error.value)
     assert "`mlflow db upgrade` failed" in message and "restored from the backup" in message
     assert "no run data is lost" in message and "disk I/O error" in message
@@ -209,7 +209,7 @@ def test_a_store_from_a_newer_mlflow_is_left_alone(tmp_path: Path) -> None:
     sql(path, "UPDATE alembic_version SET version_num = 'ffffffffffff'")
     before = digest(path)
     with pytest.raises(TrackingError, match="written by a newer MLflow.*Nothing was changed"):
-        Tracker(f"sqlite:///{path}", tmp_path / "artifacts")
+        MlflowTracker(f"sqlite:///{path}", tmp_path / "artifacts")
     assert digest(path) == before
 
 
@@ -218,5 +218,5 @@ def test_a_file_that_is_not_a_store_is_named(tmp_path: Path) -> None:
     path = tmp_path / "mlflow.db"
     path.write_text("not a database, but some notes\n" * 100)
     with pytest.raises(TrackingError, match=r"cannot read the tracking store .*Is .*mlflow.db an MLflow SQLite store"):
-        Tracker(f"sqlite:///{path}", tmp_path / "artifacts")
+        MlflowTracker(f"sqlite:///{path}", tmp_path / "artifacts")
     assert path.read_text().startswith("not a database")

@@ -108,7 +108,7 @@ class _Slot:
 def resolve_model_path(settings: LlamaSettings) -> Path:
     """The GGUF file to serve; ConfigError (exit 2) when it does not exist."""
     if settings.model_path is None:
-        from cfexp.servers.model_files import embedded_gguf
+        from cfexp.backends.model_files import embedded_gguf
 
         return embedded_gguf()
     path = Path(settings.model_path).expanduser()

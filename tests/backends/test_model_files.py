@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from cfexp.errors import SetupError
-from cfexp.servers import model_files
+from cfexp.backends import model_files
 from tests.together import run_together
 
 
@@ -60,7 +60,7 @@ def test_a_bad_assembly_is_refused(fake_package: dict[str, int], monkeypatch: py
 
 # Asks for the embedded model file when released (CFEXP_CACHE_DIR is the test's own, empty).
 ASK_FOR_THE_MODEL = """
-from cfexp.servers.model_files import embedded_gguf, sha256_of
+from cfexp.backends.model_files import embedded_gguf, sha256_of
 go()
 path = embedded_gguf()
 print(path, sha256_of(path))

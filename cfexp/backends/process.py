@@ -5,16 +5,13 @@ the child gets its own process group (so stopping it stops anything it
 spawned), the kernel sends it SIGTERM if cfexp itself dies (cfexp's server
 asks for ``PR_SET_PDEATHSIG`` itself, ``--die-with-parent``; other programs
 are started through ``cfexp-launch``, which does), and :func:`stop_all` runs
-at interpreter exit for whatever is still running. SIGTERM raises
-:class:`Terminated`, a KeyboardInterrupt: it takes Ctrl-C's path, on which
-the running job stops its agent and servers and is marked KILLED.
+at interpreter exit for whatever is still running (registered with
+:mod:`cfexp.signals`, which also turns SIGTERM into Ctrl-C's path).
 """
 
 from __future__ import annotations
 
-import atexit
 import logging
-import os
 import signal
 import subprocess
 import threading
@@ -23,8 +20,8 @@ from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
-import psutil
 
+from cfexp import signals
 from cfexp.childproc import kill_group
 
 log = logging.getLogger(__name__)
@@ -143,60 +140,5 @@ def stop_all() -> None:
         process.stop(grace_s=2.0)
 
 
-def stop_launched_jobs(signum: int, grace_s: float | None = 30.0) -> None:
-    """Pass a stop signal on to the children no ManagedProcess tracks, then wait.
-
-    Those are jobs of an out-of-process launcher (submitit's local controllers,
-    which forward SIGTERM to their job): each job marks its run KILLED and stops
-    its own servers. Ctrl-C already reached them through the process group, so
-    they are only waited for (SIGINT: no signal sent). What outlives ``grace_s``
-    is killed, whole tree; ``None`` waits for the jobs to end on their own.
-    """
-    try:
-        children = psutil.Process().children()
-    except psutil.Error:
-        return
-    if signum != signal.SIGINT:
-        for child in children:
-            try:
-                child.send_signal(signum)
-            except psutil.NoSuchProcess:
-                pass
-    _, alive = psutil.wait_procs(children, timeout=grace_s)
-    for child in alive:
-        log.warning("pid %d did not stop within %s s of the signal: killed", child.pid, grace_s)
-        try:
-            for process in [*child.children(recursive=True), child]:
-                process.kill()
-        except psutil.NoSuchProcess:
-            pass
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, taking Ctrl-C's path: the running job is marked KILLED and
-    every child stopped on the way out (``cfexp.app.task``, ``cfexp.__main__``).
-
-    A KeyboardInterrupt rather than SystemExit, so that every handler that
-    marks a run KILLED on Ctrl-C handles SIGTERM the same way.
-    """
-
-    signum = signal.SIGTERM
-
-
-_terminating = False
-
-
-def _on_sigterm(signum: int, frame: object) -> None:
-    global _terminating
-    if _terminating:  # a second SIGTERM while cleaning up: stop the children, go now
-        stop_all()
-        os._exit(128 + signum)
-    _terminating = True
-    raise Terminated(f"terminated by signal {signum} (SIGTERM)")
-
-
-def install_cleanup_handlers() -> None:
-    """Make stop_all run at exit, and SIGTERM raise :class:`Terminated` (main thread only)."""
-    atexit.register(stop_all)
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_sigterm)
+# Whatever still runs is stopped at exit and on a second SIGTERM.
+signals.on_exit(stop_all)

@@ -1,4 +1,4 @@
-"""Backends served by cfexp's own server process (``python -m cfexp.serving``).
+"""Starts cfexp's own server (``python -m cfexp.serving``) for the ``llamacpp`` and ``sim`` backends.
 
 ``llamacpp`` (the real embedded model) and ``sim`` (the simulator) share one
 launcher: the server binds port 0, prints ``CFEXP_SERVING_READY port=N`` once
@@ -17,9 +17,9 @@ from pathlib import Path
 import httpx
 
 from cfexp.errors import ServerStartError
-from cfexp.servers.base import LaunchSpec, ServerInstance
-from cfexp.servers.model_files import embedded_gguf
-from cfexp.servers.process import ManagedProcess
+from cfexp.backends.base import LaunchSpec, ServerInstance
+from cfexp.backends.model_files import embedded_gguf
+from cfexp.backends.process import ManagedProcess
 
 READY_MARKER = "CFEXP_SERVING_READY"
 _READY_PORT = re.compile(r"port=(\d+)")
@@ -46,7 +46,7 @@ def engine_settings(launch: LaunchSpec) -> dict[str, object]:
     return settings
 
 
-class CfexpServingBackend:
+class CfexpServerBackend:
     """Starts ``python -m cfexp.serving --engine <sim|llamacpp>`` instances."""
 
     def __init__(self, engine: str) -> None:

@@ -18,9 +18,9 @@ from cfexp.app.agent_spec import agent_options, instance_launch_options
 from cfexp.app.provenance import server_settings_tags
 from cfexp.cli import build_parser, serve_settings
 from cfexp.config.validate import to_settings
-from cfexp.servers.cfexp_serving import CfexpServingBackend, engine_settings
-from cfexp.servers.pool import launch_specs
-from cfexp.servers.warmup import WarmupTarget, warm_up
+from cfexp.backends.cfexp_server import CfexpServerBackend, engine_settings
+from cfexp.backends.pool import launch_specs
+from cfexp.backends.warmup import WarmupTarget, warm_up
 from cfexp.serving.settings import LlamaSettings, SimSettings, parse_settings
 
 Compose = Callable[..., DictConfig]
@@ -82,7 +82,7 @@ def test_the_simulator_runs_a_baseline_with_its_defaults_and_the_candidate_with_
     for mode in ("configured", "server_defaults"):
         cfg = to_settings(compose_cfg(*common, f"options_mode={mode}"))
         (launch,) = launch_specs(cfg, instance_launch_options(cfg))
-        instance = CfexpServingBackend("sim").start(launch, 0, tmp_path / mode, 60)
+        instance = CfexpServerBackend("sim").start(launch, 0, tmp_path / mode, 60)
         try:
             warm_up([WarmupTarget(instance, agent_options(cfg, 0))], cfg.model.name, 1, 30)
             tags[mode] = server_settings_tags(cfg, [instance])

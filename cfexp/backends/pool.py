@@ -19,7 +19,7 @@ another). A job run elsewhere (``hydra/launcher=submitit_local``,
 ``submitit_slurm``, ``ray``) cannot reach servers another process started and
 runs in parallel with others: there ``per_sweep`` works as ``per_job``, and
 the job's log says so. Managed real servers also hold the host lock
-(:mod:`cfexp.servers.host_lock`) from their start until they stop, so two
+(:mod:`cfexp.backends.host_lock`) from their start until they stop, so two
 parallel jobs on one host never measure each other's load.
 """
 
@@ -34,12 +34,12 @@ import httpx
 
 from cfexp.config.schema import CfexpConfig
 from cfexp.errors import ServerDiedError
-from cfexp.servers.base import LaunchSpec, ServerBackend, ServerInstance
-from cfexp.servers.cfexp_serving import CfexpServingBackend
-from cfexp.servers.external import OllamaBackend, OpenAIBackend
-from cfexp.servers.host_lock import HostLock, lock_needed
-from cfexp.servers.identify import identify
-from cfexp.servers.llama_server import LlamaServerBackend
+from cfexp.backends.base import LaunchSpec, ServerBackend, ServerInstance
+from cfexp.backends.cfexp_server import CfexpServerBackend
+from cfexp.backends.external import OllamaBackend, OpenAIBackend
+from cfexp.backends.host_lock import HostLock, lock_needed
+from cfexp.backends.identify import identify
+from cfexp.backends.llama_server import LlamaServerBackend
 from cfexp.vocab import Lifecycle
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ def backend_for(cfg: CfexpConfig) -> ServerBackend:
     """The registry: backend name -> what starts (or attaches to) its instances."""
     name = cfg.backend.name
     if name in ("sim", "llamacpp") and cfg.backend.url is None:
-        return CfexpServingBackend(engine=name)
+        return CfexpServerBackend(engine=name)
     if name == "openai":
         return OpenAIBackend(api_key=cfg.backend.api_key)
     if name == "llamaserver":  # started (built on first use) or attached to at backend.url

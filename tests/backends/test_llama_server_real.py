@@ -18,9 +18,9 @@ import psutil
 import pytest
 
 from cfexp.errors import ServerDiedError, ServerStartError
-from cfexp.servers.base import LaunchSpec, ServerInstance
-from cfexp.servers.llama_server import LlamaServerBackend
-from cfexp.servers.pool import check_alive
+from cfexp.backends.base import LaunchSpec, ServerInstance
+from cfexp.backends.llama_server import LlamaServerBackend
+from cfexp.backends.pool import check_alive
 
 pytestmark = [pytest.mark.slow, pytest.mark.llamacpp]
 

@@ -7,7 +7,7 @@ speaks the OpenAI API, so agents use ``api: openai``.
 
 The binary is ``backend.binary`` when given (a path, or a name on PATH), else
 the one cfexp builds once from the pinned llama.cpp source
-(:mod:`cfexp.servers.llama_server_build`). Before the first start of a given
+(:mod:`cfexp.backends.llama_server_build`). Before the first start of a given
 binary, ``<binary> --help`` must list every flag cfexp passes, so a program
 that is not a llama-server, or one too old for a flag, is refused with a
 message naming the flag.
@@ -52,11 +52,11 @@ import httpx
 
 from cfexp.childproc import launcher_path
 from cfexp.errors import ServerStartError, ServerUnreachableError, SetupError
-from cfexp.servers.base import LaunchSpec, ServerInstance
-from cfexp.servers.external import _is_loopback, _port_free
-from cfexp.servers.llama_server_build import LlamaServerBuild
-from cfexp.servers.model_files import embedded_gguf
-from cfexp.servers.process import ManagedProcess
+from cfexp.backends.base import LaunchSpec, ServerInstance
+from cfexp.backends.external import _is_loopback, _port_free
+from cfexp.backends.llama_server_build import LlamaServerBuild
+from cfexp.backends.model_files import embedded_gguf
+from cfexp.backends.process import ManagedProcess
 
 _LISTENING = re.compile(r"listening on https?://(?:\[[^\]]*\]|[^\s:/]+):(\d+)")
 # Lines of llama-server's own log that say why it stopped, most telling first.

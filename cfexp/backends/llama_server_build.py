@@ -24,7 +24,7 @@ failed or interrupted build never leaves anything half-cached.
 
 Command line (``make llama-server``)::
 
-    python -m cfexp.servers.llama_server_build [--cache-dir DIR] [--jobs N]
+    python -m cfexp.backends.llama_server_build [--cache-dir DIR] [--jobs N]
 
 prints the binary's path; exit 2 with one paragraph (the log's tail and what
 to install) when the build fails.
@@ -421,7 +421,7 @@ def ensure_llama_server(cache_dir: Path | None = None) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m cfexp.servers.llama_server_build",
+        prog="python -m cfexp.backends.llama_server_build",
         description="Build llama.cpp's llama-server once for backend=llamaserver (cached).",
     )
     parser.add_argument("--cache-dir", type=Path, default=None, help="default: $CFEXP_CACHE_DIR or ~/.cache/cfexp")

@@ -3,7 +3,7 @@
 A backend turns a :class:`LaunchSpec` (the parameters that, when changed,
 need a new server process, as Ollama reloads a model when num_ctx or num_gpu
 change) into a :class:`ServerInstance`. Backends are registered by name in
-:mod:`cfexp.servers.registry`.
+:mod:`cfexp.backends.registry`.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
-from cfexp.servers.process import ManagedProcess
+from cfexp.backends.process import ManagedProcess
 
 if TYPE_CHECKING:
-    from cfexp.servers.identify import ServerIdentity
+    from cfexp.backends.identify import ServerIdentity
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class ServerInstance:
     version: str | None = None
     # Sim only: where the server writes the time it sent each chunk.
     ground_truth_path: Path | None = None
-    # What the server says it is and serves (cfexp.servers.identify), once it answered.
+    # What the server says it is and serves (cfexp.backends.identify), once it answered.
     identity: ServerIdentity | None = None
 
     @property

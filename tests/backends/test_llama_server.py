@@ -1,7 +1,7 @@
 """backend=llamaserver: flags from the config, and binaries that are not (or not
 quite) llama-server — stand-in programs, so each fault is certain.
 
-The real llama-server with the real model: tests/servers/test_llama_server_real.py.
+The real llama-server with the real model: tests/backends/test_llama_server_real.py.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from cfexp.errors import ServerStartError, ServerUnreachableError, SetupError
-from cfexp.servers.base import LaunchSpec
-from cfexp.servers.llama_server import LlamaServerBackend, server_args
+from cfexp.backends.base import LaunchSpec
+from cfexp.backends.llama_server import LlamaServerBackend, server_args
 from tests.app.test_e2e_sim import leftover_processes
 
 # What `llama-server --help` lists, one flag per line as llama.cpp prints them.

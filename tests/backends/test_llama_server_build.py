@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from cfexp.errors import BuildError
-from cfexp.servers import llama_server_build
-from cfexp.servers.llama_server_build import LlamaServerBuild, main
+from cfexp.backends import llama_server_build
+from cfexp.backends.llama_server_build import LlamaServerBuild, main
 
 CMAKE = """cmake_minimum_required(VERSION 3.13)
 project(fake_llama C)

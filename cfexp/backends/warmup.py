@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 from cfexp.errors import ServerUnreachableError
-from cfexp.servers.base import ServerInstance
+from cfexp.backends.base import ServerInstance
 
 log = logging.getLogger(__name__)
 

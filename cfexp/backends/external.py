@@ -20,8 +20,8 @@ import httpx
 
 from cfexp.childproc import launcher_path
 from cfexp.errors import ModelNotAvailableError, ServerStartError, ServerUnreachableError, SetupError
-from cfexp.servers.base import LaunchSpec, ServerInstance
-from cfexp.servers.process import ManagedProcess
+from cfexp.backends.base import LaunchSpec, ServerInstance
+from cfexp.backends.process import ManagedProcess
 
 _INSTALL_HINT = "install Ollama (https://ollama.com/download) or give backend.url of a running one"
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from cfexp.servers.model_files import file_sha256
+from cfexp.backends.model_files import file_sha256
 
 log = logging.getLogger(__name__)
 
