@@ -2,14 +2,14 @@
 # Each target sets up what it needs (idempotently) before it runs.
 PY := .venv/bin/python
 
-.PHONY: run test check setup postgres rust llama-server lint test-rust test-python ui
+.PHONY: run test check setup postgres rust llama-server lint types test-rust test-python ui
 
 ## Run the default experiment: Python agent, embedded Gemma 3 270M on llama.cpp.
 run: setup
 	$(PY) -m cfexp
 
 ## Run every test (Python and Rust) and the linters, exactly as CI does.
-test: setup postgres rust llama-server lint test-rust test-python
+test: setup postgres rust llama-server lint types test-rust test-python
 
 ## Formatting, lint, types and all tests for both languages.
 check: test
@@ -30,9 +30,13 @@ rust:
 llama-server: setup
 	$(PY) -m cfexp.backends.llama_server_build
 
-## Python lint (pyflakes, pycodestyle, bugbear, pyupgrade; config in pyproject.toml).
-lint:
+## Python lint (pyflakes, pycodestyle, bugbear, pyupgrade, import order; config in pyproject.toml).
+lint: setup
 	.venv/bin/ruff check cfexp hydra_plugins tests benchmarks
+
+## Types: mypy on cfexp and the sweepers, strict on metrics, agents, config, report (pyproject.toml).
+types: setup
+	.venv/bin/mypy
 
 test-rust:
 	cd rust && cargo fmt --all --check && cargo clippy --all-targets --all-features -- -D warnings && cargo test --all-features

@@ -25,10 +25,10 @@ sys.path.insert(0, str(REPO))
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 from cfexp.app.agent_spec import instance_launch_options  # noqa: E402
-from cfexp.config.schema import register_configs  # noqa: E402
-from cfexp.config.validate import to_settings  # noqa: E402
 from cfexp.backends.cfexp_server import CfexpServerBackend  # noqa: E402
 from cfexp.backends.pool import launch_specs  # noqa: E402
+from cfexp.config.schema import register_configs  # noqa: E402
+from cfexp.config.validate import to_settings  # noqa: E402
 
 
 def start_times(backend: str, mode: str, repeat: int) -> list[float]:

@@ -21,8 +21,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from cfexp.config.schema import register_configs
 from cfexp.backends.process import stop_all
+from cfexp.config.schema import register_configs
 from cfexp.signals import Terminated, install_cleanup_handlers, stop_launched_jobs
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")

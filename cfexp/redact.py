@@ -98,7 +98,8 @@ def mask_in_logs(secrets: Iterable[str]) -> None:
 
 
 def _masking_factory(make: Callable[..., logging.LogRecord]) -> Callable[..., logging.LogRecord]:
-    longest_first = lambda: sorted(_LOG_SECRETS, key=len, reverse=True)  # noqa: E731
+    def longest_first() -> list[str]:
+        return sorted(_LOG_SECRETS, key=len, reverse=True)
 
     def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = make(*args, **kwargs)

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from cfexp.agents.spec import AgentSpec, Spec
+from cfexp.backends.base import ServerInstance
 from cfexp.config.schema import CfexpConfig
 from cfexp.data import DATA_DIR
-from cfexp.backends.base import ServerInstance
 from cfexp.vocab import Api, MultiMode, OptionsMode, PromptCache, Runtime, Scenario
 
 

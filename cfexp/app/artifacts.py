@@ -7,9 +7,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from cfexp.agents.records import Record
+from cfexp.backends.base import ServerInstance
 from cfexp.filenames import safe_name
 from cfexp.metrics.calls import MeasuredCall
-from cfexp.backends.base import ServerInstance
 
 RECORDS_FILE = "records.jsonl"
 TEXTS_DIR = "texts"

@@ -26,15 +26,15 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from cfexp.app import status
+from cfexp.app.hydra_job import is_multirun, swept_keys
+from cfexp.backends.pool import POOL
 from cfexp.config.output_dirs import FolderClaim
 from cfexp.errors import TrackingError
 from cfexp.redact import mask_in_logs, redact_overrides, secret_values
-from cfexp.backends.pool import POOL
 from cfexp.signals import install_cleanup_handlers
-from cfexp.app.hydra_job import is_multirun, swept_keys
 from cfexp.tracking.jobs import start_parent, tracker_for
-from cfexp.tracking.sweep_file import PARENT_FILE
 from cfexp.tracking.store import Tracker
+from cfexp.tracking.sweep_file import PARENT_FILE
 
 log = logging.getLogger(__name__)
 

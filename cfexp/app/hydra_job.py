@@ -18,8 +18,16 @@ from typing import Any
 from hydra.types import RunMode
 
 from cfexp.config.schema import CfexpConfig
+from cfexp.redact import (
+    MIN_SCRUB_LEN,
+    mask_in_logs,
+    redact_overrides,
+    redact_tree,
+    scrub,
+    secret_values,
+    secret_values_in,
+)
 from cfexp.tracking.jobs import JobPlace
-from cfexp.redact import MIN_SCRUB_LEN, mask_in_logs, redact_overrides, redact_tree, scrub, secret_values, secret_values_in
 
 log = logging.getLogger(__name__)
 

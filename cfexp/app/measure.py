@@ -34,6 +34,9 @@ from cfexp.agents.runner import AgentCommand, AgentProcessResult, python_agent_c
 from cfexp.agents.spec import Spec
 from cfexp.app import artifacts
 from cfexp.app.agent_spec import agent_options, build_spec, instance_agents
+from cfexp.backends.base import ServerInstance
+from cfexp.backends.pool import check_alive
+from cfexp.backends.warmup import WarmupTarget, warm_up
 from cfexp.config.schema import CfexpConfig
 from cfexp.errors import AgentError, CfexpError
 from cfexp.metrics.calls import MeasuredCall, measure_calls
@@ -47,9 +50,6 @@ from cfexp.metrics.runs import (
     summarize_process,
 )
 from cfexp.monitoring import SystemSampler
-from cfexp.backends.base import ServerInstance
-from cfexp.backends.pool import check_alive
-from cfexp.backends.warmup import WarmupTarget, warm_up
 from cfexp.vocab import Language, PromptCache, Scenario, SoloPhases
 
 log = logging.getLogger(__name__)

@@ -18,10 +18,10 @@ from pathlib import Path
 import psutil
 
 from cfexp import __version__
-from cfexp.config.schema import CfexpConfig
 from cfexp.backends.base import ServerInstance
 from cfexp.backends.identify import UNKNOWN, loaded_state
 from cfexp.backends.model_files import expected_sha256, file_sha256
+from cfexp.config.schema import CfexpConfig
 from cfexp.vocab import Backend
 
 _REPO = Path(__file__).resolve().parents[2]

@@ -19,13 +19,13 @@ from omegaconf import DictConfig
 
 from cfexp.app import artifacts, status
 from cfexp.app.agent_spec import instance_launch_options
+from cfexp.app.hydra_job import is_multirun, job_place, keep_secrets_out_of_files, settings_tree
 from cfexp.app.measure import JobOutcome, measure
 from cfexp.app.provenance import run_tags, server_settings_tags
-from cfexp.config.validate import to_settings
-from cfexp.errors import CfexpError, ConfigError
 from cfexp.backends.base import ServerInstance
 from cfexp.backends.pool import POOL, launch_specs
-from cfexp.app.hydra_job import is_multirun, job_place, keep_secrets_out_of_files, settings_tree
+from cfexp.config.validate import to_settings
+from cfexp.errors import CfexpError, ConfigError
 from cfexp.tracking.jobs import JobRun
 from cfexp.tracking.tags import OUT_OF_RANGE_TAG, WARNINGS_TAG
 

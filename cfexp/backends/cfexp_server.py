@@ -16,10 +16,10 @@ from pathlib import Path
 
 import httpx
 
-from cfexp.errors import ServerStartError
 from cfexp.backends.base import LaunchSpec, ServerInstance
 from cfexp.backends.model_files import embedded_gguf
 from cfexp.backends.process import ManagedProcess
+from cfexp.errors import ServerStartError
 
 READY_MARKER = "CFEXP_SERVING_READY"
 _READY_PORT = re.compile(r"port=(\d+)")

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import httpx
 
-from cfexp.childproc import launcher_path
-from cfexp.errors import ModelNotAvailableError, ServerStartError, ServerUnreachableError, SetupError
 from cfexp.backends.base import LaunchSpec, ServerInstance
 from cfexp.backends.process import ManagedProcess
+from cfexp.childproc import launcher_path
+from cfexp.errors import ModelNotAvailableError, ServerStartError, ServerUnreachableError, SetupError
 
 _INSTALL_HINT = "install Ollama (https://ollama.com/download) or give backend.url of a running one"
 

@@ -50,13 +50,13 @@ from typing import Any
 
 import httpx
 
-from cfexp.childproc import launcher_path
-from cfexp.errors import ServerStartError, ServerUnreachableError, SetupError
 from cfexp.backends.base import LaunchSpec, ServerInstance
 from cfexp.backends.external import _is_loopback, _port_free
 from cfexp.backends.llama_server_build import LlamaServerBuild
 from cfexp.backends.model_files import embedded_gguf
 from cfexp.backends.process import ManagedProcess
+from cfexp.childproc import launcher_path
+from cfexp.errors import ServerStartError, ServerUnreachableError, SetupError
 
 _LISTENING = re.compile(r"listening on https?://(?:\[[^\]]*\]|[^\s:/]+):(\d+)")
 # Lines of llama-server's own log that say why it stopped, most telling first.
@@ -406,14 +406,10 @@ class LlamaServerBackend:
     def _instance(
         launch: LaunchSpec, index: int, base_url: str, process: ManagedProcess | None
     ) -> ServerInstance:
-        props = _props(base_url)
-        build = props.get("build_info")
-        info = {"engine": "llama-server"}
-        if isinstance(build, str):
-            info["build_info"] = build
+        build = _props(base_url).get("build_info")  # what it is: cfexp.backends.identify, by the pool
         return ServerInstance(
             index=index, backend="llamaserver", api=launch.api, base_url=base_url, launch=launch,
-            process=process, version=build if isinstance(build, str) else None, info=info,
+            process=process, version=build if isinstance(build, str) else None,
         )
 
 

@@ -32,14 +32,14 @@ from pathlib import Path
 
 import httpx
 
-from cfexp.config.schema import CfexpConfig
-from cfexp.errors import ServerDiedError
 from cfexp.backends.base import LaunchSpec, ServerBackend, ServerInstance
 from cfexp.backends.cfexp_server import CfexpServerBackend
 from cfexp.backends.external import OllamaBackend, OpenAIBackend
 from cfexp.backends.host_lock import HostLock, lock_needed
 from cfexp.backends.identify import identify
 from cfexp.backends.llama_server import LlamaServerBackend
+from cfexp.config.schema import CfexpConfig
+from cfexp.errors import ServerDiedError
 from cfexp.vocab import Lifecycle
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,6 @@ from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
-
 from cfexp import signals
 from cfexp.childproc import kill_group
 

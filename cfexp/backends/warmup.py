@@ -19,8 +19,8 @@ from typing import Any
 
 import httpx
 
-from cfexp.errors import ServerUnreachableError
 from cfexp.backends.base import ServerInstance
+from cfexp.errors import ServerUnreachableError
 
 log = logging.getLogger(__name__)
 

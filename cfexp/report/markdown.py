@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import pandas as pd
 
@@ -24,7 +25,7 @@ def num(value: object, digits: int = 4) -> str:
 def pvalue(value: object) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
-    p = float(value)  # type: ignore[arg-type]
+    p = float(cast(float, value))  # a DataFrame cell: a number here (None and NaN are handled above)
     return "<0.0001" if p < 1e-4 else f"{p:.4f}"
 
 
@@ -110,7 +111,9 @@ def headline_table(head: pd.DataFrame) -> str:
 def rate_cell(successes: object, n: object, rate: object, low: object, high: object) -> str:
     if not n:
         return "—"
-    return f"{successes}/{n} = {100 * float(rate):.1f}% [{100 * float(low):.1f}, {100 * float(high):.1f}]"  # type: ignore[arg-type]
+    # DataFrame cells: numbers whenever n is set.
+    rate_, low_, high_ = (float(cast(float, v)) for v in (rate, low, high))
+    return f"{successes}/{n} = {100 * rate_:.1f}% [{100 * low_:.1f}, {100 * high_:.1f}]"
 
 
 def success_table(rates: pd.DataFrame) -> str:

@@ -14,7 +14,6 @@ import sys
 import threading
 from pathlib import Path
 
-from cfexp.signals import die_with_parent
 from cfexp.errors import CfexpError, ConfigError
 from cfexp.serving.admission import AdmissionQueue
 from cfexp.serving.engines import build_engine
@@ -24,6 +23,7 @@ from cfexp.serving.ground_truth import GroundTruthLog
 from cfexp.serving.routes import App
 from cfexp.serving.server import ServeOptions, bind, serve
 from cfexp.serving.settings import ENGINES, parse_settings, read_settings_argument
+from cfexp.signals import die_with_parent
 
 logger = logging.getLogger("cfexp.serving")
 

@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cfexp.serving.engines.base import GenerationStats, LoadedModel, ModelInfo
-from cfexp.serving.timings import final_extras
 from cfexp.serving.request import (
     GenerationRequest,
     RequestError,
@@ -27,6 +26,7 @@ from cfexp.serving.request import (
     get_str,
     parse_messages,
 )
+from cfexp.serving.timings import final_extras
 
 NDJSON = "application/x-ndjson"
 

@@ -20,7 +20,6 @@ import time
 from typing import Any
 
 from cfexp.serving.engines.base import GenerationStats, ModelInfo
-from cfexp.serving.timings import final_extras
 from cfexp.serving.request import (
     GenerationRequest,
     RequestError,
@@ -31,6 +30,7 @@ from cfexp.serving.request import (
     get_str,
     parse_messages,
 )
+from cfexp.serving.timings import final_extras
 
 SSE = "text/event-stream"
 _DONE = b"data: [DONE]\n\n"

@@ -271,7 +271,7 @@ class FallbackTracker(MlflowTracker):
         runs that only exist in the spool)."""
         if self._spool is None and not is_spooled(run_id):
             try:
-                return call(super())  # type: ignore[arg-type]
+                return call(super())  # type: ignore[arg-type]  # the MlflowTracker methods of self: a Tracker
             except Exception as exc:
                 self._lost(exc)
         return call(self._spool or SpoolTracker(self.uri, self._root))

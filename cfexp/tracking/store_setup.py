@@ -304,7 +304,7 @@ def _head_revision() -> str | None:
     try:
         from mlflow.store.db.utils import _get_latest_schema_revision
 
-        return str(_get_latest_schema_revision())
+        return str(_get_latest_schema_revision())  # type: ignore[no-untyped-call]  # MLflow: unannotated
     except Exception as exc:  # a private MLflow function: never fail for it
         log.debug("cannot read MLflow's schema version: %s", exc)
         return None
@@ -315,7 +315,8 @@ def _known_revision(version: str) -> bool:
         from alembic.script import ScriptDirectory
         from mlflow.store.db.utils import _get_alembic_config
 
-        ScriptDirectory.from_config(_get_alembic_config(db_url="")).get_revision(version)
+        config = _get_alembic_config(db_url="")  # type: ignore[no-untyped-call]  # MLflow: unannotated
+        ScriptDirectory.from_config(config).get_revision(version)
         return True
     except Exception:
         return False

@@ -51,7 +51,13 @@ from hydra_plugins.cfexp_sweeper._objectives import (
     evaluate,
     parse_constraint,
 )
-from hydra_plugins.cfexp_sweeper._space import SearchSpace, baseline_params, parse_search_space, quote, suggest
+from hydra_plugins.cfexp_sweeper._space import (
+    SearchSpace,
+    baseline_params,
+    parse_search_space,
+    quote,
+    suggest,
+)
 from hydra_plugins.cfexp_sweeper._study import (
     default_storage,
     derive_study_name,
@@ -293,7 +299,7 @@ class CfexpOptunaSweeperImpl(Sweeper):
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         best = study.best_trials if complete else []
         metrics = [o.metric for o in self.objectives]
-        summary = {
+        summary: dict[str, Any] = {
             "study_name": name,
             "storage": shown,
             "objectives": [{"metric": o.metric, "direction": o.direction} for o in self.objectives],
@@ -445,6 +451,8 @@ def _job_info(ret: JobReturn) -> dict[str, str]:
     """The job's folder, and from cfexp's status file its MLflow run id and error."""
     info: dict[str, str] = {}
     try:
+        if ret.hydra_cfg is None:
+            return info
         job_dir = OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir", default=None)
         if job_dir is None:
             return info

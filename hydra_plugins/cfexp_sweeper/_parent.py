@@ -14,7 +14,6 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf

@@ -22,7 +22,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import (
@@ -109,7 +109,7 @@ def distribution_for(override: Override, config: DictConfig | None = None) -> Ba
     """One sweep override -> its Optuna distribution (see the module docstring)."""
     key = override.get_key_element()
     value = override.value()
-    tags = getattr(value, "tags", set()) or set()
+    tags: set[str] = getattr(value, "tags", set()) or set()
     log = "log" in tags
     if isinstance(value, Glob):
         raise SweepError(f"<{key}=glob(...)> cannot be searched: list the options with choice(...)")
@@ -118,7 +118,7 @@ def distribution_for(override: Override, config: DictConfig | None = None) -> Ba
             raise SweepError(f"<{key}>: tag(log, ...) applies to interval(...) or range(...), not to choices")
         return CategoricalDistribution([_choice(v) for v in override.sweep_iterator()])
     if isinstance(value, RangeSweep):
-        numbers = list(override.sweep_iterator())
+        numbers = [n if isinstance(n, int) else float(cast(float, n)) for n in override.sweep_iterator()]
         if not numbers:
             raise SweepError(f"<{override.input_line or key}> is an empty range")
         step = abs(value.step) if value.step else 1
@@ -133,7 +133,7 @@ def distribution_for(override: Override, config: DictConfig | None = None) -> Ba
         top = round(float(low) + (len(numbers) - 1) * float(step), 12)
         return FloatDistribution(float(low), top, step=float(step))
     if isinstance(value, IntervalSweep):
-        start, end = float(value.start), float(value.end)
+        start, end = float(cast(float, value.start)), float(cast(float, value.end))
         if start > end:
             raise SweepError(f"<{key}>: interval({start}, {end}) is empty")
         if log and start <= 0:

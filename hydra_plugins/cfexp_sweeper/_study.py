@@ -29,6 +29,7 @@ from optuna.distributions import distribution_to_json
 from optuna.exceptions import ExperimentalWarning
 from optuna.samplers import BaseSampler
 from optuna.storages import BaseStorage
+from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from cfexp.filelock import FileLock
@@ -226,7 +227,7 @@ def make_sampler(
     try:
         with warnings.catch_warnings():  # experimental options are the user's explicit choice
             warnings.simplefilter("ignore", ExperimentalWarning)
-            return cls(seed=seed, **kwargs)  # type: ignore[no-any-return]
+            return cls(seed=seed, **kwargs)  # type: ignore[no-any-return]  # every sampler class is a BaseSampler
     except TypeError as exc:
         allowed = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "seed")]
         raise SweepError(
@@ -250,9 +251,11 @@ def open_study(
     the study (``existed`` is False for that one only), so one-off set-up
     such as the baseline trial happens once.
     """
-    directions = [o.direction for o in objectives]
+    directions = [o.direction for o in objectives]  # "minimize" | "maximize", as Optuna spells them
     try:
-        study = optuna.create_study(storage=storage, study_name=name, directions=directions)
+        study = optuna.create_study(
+            storage=storage, study_name=name, directions=[StudyDirection[d.upper()] for d in directions]
+        )
         existed = False
     except optuna.exceptions.DuplicatedStudyError:
         if not load_if_exists:

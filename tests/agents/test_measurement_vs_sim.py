@@ -23,9 +23,9 @@ from cfexp.agents.records import read_records
 from cfexp.agents.runner import python_agent_command, run_agent
 from cfexp.agents.spec import AgentSpec, Spec
 from cfexp.app.agent_spec import instance_launch_options
-from cfexp.config.validate import to_settings
 from cfexp.backends.base import ServerInstance
 from cfexp.backends.pool import ServerPool, launch_specs
+from cfexp.config.validate import to_settings
 from cfexp.vocab import Api, Scenario
 
 TOLERANCE_NS = 200_000_000

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.app.test_e2e_sim import REPO, FAST_SIM, client_for, leftover_processes, run_cfexp, runs_of
+from tests.app.test_e2e_sim import FAST_SIM, REPO, client_for, leftover_processes, run_cfexp, runs_of
 
 pytestmark = pytest.mark.slow
 

@@ -9,16 +9,16 @@ from __future__ import annotations
 import http.server
 import json
 import socket
-import threading
 import stat
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cfexp.errors import ServerStartError, ServerUnreachableError, SetupError
 from cfexp.backends.base import LaunchSpec
 from cfexp.backends.llama_server import LlamaServerBackend, server_args
+from cfexp.errors import ServerStartError, ServerUnreachableError, SetupError
 from tests.app.test_e2e_sim import leftover_processes
 
 # What `llama-server --help` lists, one flag per line as llama.cpp prints them.

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from cfexp.errors import BuildError
 from cfexp.backends import llama_server_build
 from cfexp.backends.llama_server_build import LlamaServerBuild, main
+from cfexp.errors import BuildError
 
 CMAKE = """cmake_minimum_required(VERSION 3.13)
 project(fake_llama C)

@@ -17,10 +17,11 @@ import httpx
 import psutil
 import pytest
 
-from cfexp.errors import ServerDiedError, ServerStartError
 from cfexp.backends.base import LaunchSpec, ServerInstance
+from cfexp.backends.identify import identify
 from cfexp.backends.llama_server import LlamaServerBackend
 from cfexp.backends.pool import check_alive
+from cfexp.errors import ServerDiedError, ServerStartError
 
 pytestmark = [pytest.mark.slow, pytest.mark.llamacpp]
 
@@ -78,7 +79,8 @@ def test_a_started_server_is_healthy_gives_each_slot_ctx_and_stops_with_its_tree
         assert [slot["n_ctx"] for slot in slots] == [256, 256]  # ctx is what each request gets
         models = httpx.get(f"{instance.base_url}/v1/models").json()
         assert models["data"][0]["id"] == "gemma3:270m"
-        assert instance.version and instance.info["engine"] == "llama-server"
+        assert instance.version
+        assert identify(instance.base_url, "gemma3:270m").engine == "llama-server"
     finally:
         instance.process.stop()
     assert gone(pids)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from cfexp.errors import SetupError
 from cfexp.backends import model_files
+from cfexp.errors import SetupError
 from tests.together import run_together
 
 

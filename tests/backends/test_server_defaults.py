@@ -16,11 +16,11 @@ from omegaconf import DictConfig
 
 from cfexp.app.agent_spec import agent_options, instance_launch_options
 from cfexp.app.provenance import server_settings_tags
-from cfexp.cli import build_parser, serve_settings
-from cfexp.config.validate import to_settings
 from cfexp.backends.cfexp_server import CfexpServerBackend, engine_settings
 from cfexp.backends.pool import launch_specs
 from cfexp.backends.warmup import WarmupTarget, warm_up
+from cfexp.cli import build_parser, serve_settings
+from cfexp.config.validate import to_settings
 from cfexp.serving.settings import LlamaSettings, SimSettings, parse_settings
 
 Compose = Callable[..., DictConfig]

@@ -5,22 +5,21 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import pytest
 from omegaconf import DictConfig
 
-from typing import cast
-
 from cfexp.app.provenance import model_digest
-from cfexp.config.schema import CfexpConfig
-from cfexp.config.validate import to_settings
-from cfexp.errors import ConfigError
 from cfexp.backends.base import ServerInstance
 from cfexp.backends.host_lock import lock_needed
 from cfexp.backends.llama_server import LlamaServerBackend
 from cfexp.backends.model_files import expected_sha256, sha256_of
 from cfexp.backends.pool import backend_for, launch_spec
 from cfexp.backends.process import ManagedProcess
+from cfexp.config.schema import CfexpConfig
+from cfexp.config.validate import to_settings
+from cfexp.errors import ConfigError
 
 Compose = Callable[..., DictConfig]
 

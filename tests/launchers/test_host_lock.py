@@ -14,11 +14,11 @@ import pytest
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 
-from cfexp.config.validate import to_settings
-from cfexp.errors import SetupError
 from cfexp.backends import host_lock
 from cfexp.backends.host_lock import HostLock, lock_needed
 from cfexp.backends.pool import ServerPool, launch_specs
+from cfexp.config.validate import to_settings
+from cfexp.errors import SetupError
 
 REPO = Path(__file__).resolve().parents[2]
 

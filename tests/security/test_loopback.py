@@ -10,10 +10,10 @@ import psutil
 import pytest
 from omegaconf import DictConfig
 
-from cfexp.config.validate import to_settings
-from cfexp.errors import ConfigError
 from cfexp.backends.cfexp_server import CfexpServerBackend
 from cfexp.backends.pool import launch_spec
+from cfexp.config.validate import to_settings
+from cfexp.errors import ConfigError
 
 
 def _listening(pid: int) -> list[str]:

@@ -14,7 +14,13 @@ from hydra_plugins.cfexp_basic_sweeper._order import (
     order_jobs,
     repetition_of,
 )
-from hydra_plugins.cfexp_basic_sweeper._preamble import Estimate, SweepPlan, describe, duration_text, plan_text
+from hydra_plugins.cfexp_basic_sweeper._preamble import (
+    Estimate,
+    SweepPlan,
+    describe,
+    duration_text,
+    plan_text,
+)
 
 
 def grid(runtimes: int = 2, ctxs: int = 3, repetitions: int = 3) -> list[list[str]]:

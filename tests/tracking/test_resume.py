@@ -16,9 +16,9 @@ from omegaconf import DictConfig
 from cfexp.app.hydra_job import settings_tree
 from cfexp.config.validate import to_settings
 from cfexp.tracking.jobs import start_parent
-from cfexp.tracking.sweep_file import PARENT_FILE
 from cfexp.tracking.resume import VOLATILE_KEYS, config_hash, finished_run, parent_to_reuse, sweep_key
 from cfexp.tracking.store import MlflowTracker, Tracker
+from cfexp.tracking.sweep_file import PARENT_FILE
 
 REPO = Path(__file__).resolve().parents[2]
 OVERRIDES = ("backend=sim", "scenario=single_agent", "temperature=0.6")

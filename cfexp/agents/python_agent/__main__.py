@@ -7,7 +7,7 @@ import sys
 # to be installed: ~35 ms for nothing here. A None entry makes that import
 # fail, and httpx falls back to a stub for its CLI entry point. Done only in
 # this entry module, so library users of httpx are unaffected.
-sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]  # None is how Python marks a module unimportable
 
 from cfexp.agents.python_agent.main import main  # noqa: E402
 

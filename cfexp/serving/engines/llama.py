@@ -392,5 +392,5 @@ class LlamaEngine:
     def close(self) -> None:
         for slot in self._slots:
             slot.llama.close()
-        self._vocab_model.close()  # type: ignore[no-untyped-call]
+        self._vocab_model.close()  # type: ignore[no-untyped-call]  # llama-cpp-python: unannotated
 
