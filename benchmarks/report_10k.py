@@ -55,7 +55,7 @@ def make_store(root: Path) -> str:
         runs.append((run_id, f"run {i}", "UNKNOWN", "", "", "bench", status, now + i, now + i + 1000, "",
                      "active", (root / "artifacts" / run_id).as_uri(), int(experiment_id), None))
         for key, value in {
-            "language.name": language, "runtime.name": runtime, "runtime.language": language,
+            "language": language, "runtime.name": runtime,
             "gpu_layers": gpu, "ctx": ctx, "temperature": 0.8, "options_mode": mode, "repetition": i // len(GRID),
             "scenario.name": "single_agent", "topology.name": "single", "backend.name": "sim",
             "num_predict": 128, "top_p": 0.9, "top_k": 40, "paths.root_dir": str(root),
@@ -67,9 +67,13 @@ def make_store(root: Path) -> str:
             "model_digest": "simulated", "code_version": "bench", "env.cpu_count": "2",
         }.items():
             tags.append((key, value, run_id))
+        tags.append(("sweep.position", str(i), run_id))
         speed = (1.3 if language == "rust" else 1.0) * (1.05 if mode == "configured" else 1.0)
         for key in METRICS:
-            value = rng.lognormvariate(0, 0.1) * (100.0 * speed if "throughput" in key else 50.0 / speed)
+            scale = 100.0 * speed if "throughput" in key else 50.0 / speed
+            if key.startswith("report_quality"):  # a share in [0, 1], as the catalogue bounds it
+                scale = 0.5
+            value = rng.lognormvariate(0, 0.1) * scale
             metrics.append((key, value, now, 0, 0, run_id))
     with sqlite3.connect(root / "mlruns" / "mlflow.db") as db:
         db.executemany("INSERT INTO runs (run_uuid, name, source_type, source_name, entry_point_name, user_id, "
