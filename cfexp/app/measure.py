@@ -136,16 +136,18 @@ def measure(cfg: CfexpConfig, instances: list[ServerInstance], job_dir: Path, ru
     command = agent_command(cfg)
     runs: list[AgentRun] = []
     warmup_loads: list[float] = []
+    warmup_problems: list[str] = []
     samples = None
     stopped: CfexpError | None = None
     for phase in plan_phases(cfg, job_dir):
         if cfg.topology.warmup_calls:
-            load = warm_up(
+            warmed = warm_up(
                 warmup_targets(cfg, instances, phase), cfg.model.name, cfg.topology.warmup_calls,
-                cfg.timeouts.call_s, cfg.backend.api_key,
+                min(cfg.timeouts.call_s, cfg.timeouts.run_s), cfg.backend.api_key,
             )  # fmt: skip
-            if load is not None:
-                warmup_loads.append(load)
+            if warmed.load_ms is not None:
+                warmup_loads.append(warmed.load_ms)
+            warmup_problems += warmed.problems
         spec = build_spec(cfg, instances, run_id, phase.agents)
         sampler = _sampler(cfg, instances) if phase.label == MEASURED else None
         try:
@@ -158,7 +160,7 @@ def measure(cfg: CfexpConfig, instances: list[ServerInstance], job_dir: Path, ru
         if stopped is not None:
             break  # a server died: what ran is recorded, nothing more can be measured
 
-    outcome = JobOutcome(tags=command.build_info)
+    outcome = JobOutcome(tags=command.build_info, warnings=warmup_problems)
     measured = next((r for r in runs if r.phase.label == MEASURED), None)
     if measured is not None:
         outcome.metrics.update(_run_metrics(measured))

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
 from cfexp.backends.base import ServerInstance
-from cfexp.errors import ServerUnreachableError
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +48,25 @@ def _request(target: WarmupTarget, model: str) -> tuple[str, dict[str, Any]]:
     return "/api/chat", {"model": model, "messages": messages, "stream": False, "options": options}
 
 
+@dataclass
+class WarmupResult:
+    # The longest model load (ms) the servers reported (Ollama's load_duration), if any.
+    load_ms: float | None = None
+    # Warm-up calls that failed, one sentence each: the measured calls that follow
+    # record their own failure (or pay what the warm-up could not), and the run says so.
+    problems: list[str] = field(default_factory=list)
+
+
 def warm_up(
     targets: Sequence[WarmupTarget], model: str, calls: int, timeout_s: float, api_key: str | None = None
-) -> float | None:
-    """Send ``calls`` untimed requests per target; raise if an instance cannot answer.
+) -> WarmupResult:
+    """Send ``calls`` untimed requests per target; never raises.
 
-    Returns the longest model load (ms) the servers reported (Ollama's
-    ``load_duration``), or None when none was reported.
+    A server that cannot answer a warm-up is not a reason to stop before
+    measuring: the measured calls meet the same server and are recorded as
+    they go, failed or not. The failure is returned, for the run's warnings.
     """
+    result = WarmupResult()
     load_ms: list[float] = []
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     for target in targets:
@@ -69,9 +79,10 @@ def warm_up(
                 if isinstance(load_ns, int):
                     load_ms.append(load_ns / 1e6)
             except (httpx.HTTPError, ValueError) as exc:
-                raise ServerUnreachableError(
-                    f"warm-up call to {target.instance.describe()} failed: {exc}. "
-                    "Check the server (its log is in the job's servers folder), or set topology.warmup_calls=0"
-                ) from exc
+                problem = f"a warm-up call to {target.instance.describe()} failed ({exc.__class__.__name__}: {exc})"
+                log.warning("%s; measuring anyway, the measured calls record what the server does", problem)
+                result.problems.append(problem + ": the next phase's first call may have paid a model load")
+                break  # one failure per instance says it; the next call would only wait again
         log.debug("warmed up %s with %d call(s), options %s", target.instance.describe(), calls, target.options)
-    return max(load_ms) if load_ms else None
+    result.load_ms = max(load_ms) if load_ms else None
+    return result

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from cfexp.redact import scrub, secret_values
 from cfexp.tracking.tags import JOBS_TAG, ORDER_TAG, SEED_TAG  # names only: no MLflow import
 from cfexp.vocab import SweepOrder
 from hydra_plugins.cfexp_basic_sweeper._order import Job, choose_seed, order_jobs
@@ -77,8 +78,10 @@ def plan_sweep(
     )
     # The command's own output, before Hydra's first "Launching" line: print, not a log
     # record, so it reads the same on a terminal, in a pipe and in a nohup file.
-    print(describe(plan), flush=True)
-    text = plan_text(plan)
+    # Overrides are shown as given: secrets given literally (api_key=…) are masked first.
+    secrets = secret_values(override for job in grid for override in job)
+    print(scrub(describe(plan), secrets), flush=True)
+    text = scrub(plan_text(plan), secrets)
     try:
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / PLAN_FILE).write_text(text)

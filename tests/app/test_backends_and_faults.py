@@ -67,7 +67,8 @@ def test_ollama_backend_attaches_to_a_running_server(sim_server: str, tmp_path: 
     done = run_cfexp(tmp_path, "backend=ollama", f"backend.url={sim_server}", "scenario=single_inference", "num_predict=4")
     assert done.returncode == 0, done.stderr[-2000:]
     (run,) = runs_of(tmp_path)
-    assert run.info.status == "FINISHED" and run.data.tags["provenance"] == "measured"
+    # What answered is cfexp's simulator, whatever the backend setting (docs/methodology.md).
+    assert run.info.status == "FINISHED" and run.data.tags["provenance"] == "simulated"
 
 
 def test_a_model_that_is_not_pulled_says_how_to_pull_it(sim_server: str, tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ def test_the_default_experiment_runs_on_the_real_model(tmp_path: Path) -> None:
     assert run.info.status == "FINISHED"
     tags, metrics = run.data.tags, run.data.metrics
     assert tags["provenance"] == "measured" and tags["backend"] == "llamacpp"
-    assert tags["model_digest"] == expected_sha256()[1]
+    assert tags["model_digest"] == "sha256:" + expected_sha256()[1]
     assert metrics["calls_total"] == 2 and metrics["calls_failed"] == 0
     assert 0 < metrics["output_tokens"] <= 24
     assert metrics["ttft_ms"] > 0 and metrics["server_throughput_tok_s"] > 0

@@ -30,7 +30,7 @@ def _listening(pid: int) -> list[str]:
 @pytest.mark.slow
 def test_a_started_server_listens_on_loopback_only(compose_cfg: Callable[..., DictConfig], tmp_path: Path) -> None:
     settings = to_settings(compose_cfg("backend=sim"))
-    instance = CfexpServerBackend("sim").start(launch_spec(settings, 80, 512), 0, tmp_path, 60)
+    instance = CfexpServerBackend("sim").start(launch_spec(settings, 0, 80, 512), 0, tmp_path, 60)
     try:
         assert instance.process is not None
         addresses = _listening(instance.process.pid)
