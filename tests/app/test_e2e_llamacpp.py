@@ -30,8 +30,7 @@ def test_the_default_experiment_runs_on_the_real_model(tmp_path: Path) -> None:
     assert 0 < metrics["output_tokens"] <= 24
     assert metrics["ttft_ms"] > 0 and metrics["server_throughput_tok_s"] > 0
     assert metrics["ingest_files"] > 0
-    # The prompt tokens the server really evaluated are recorded (its prefix
-    # cache is off by default, so the whole prompt is evaluated).
+    # The prompt's tokens as the server counted them (cached + evaluated).
     assert metrics["server_prompt_eval_count"] > 20
     texts = client_for(tmp_path).list_artifacts(run.info.run_id, "texts")
     assert len(texts) == 2 and all(t.file_size > 0 for t in texts)
