@@ -24,7 +24,7 @@ def test_a_single_inference_job_finishes_on_llama_server(tmp_path: Path, runtime
     tags, metrics = run.data.tags, run.data.metrics
     assert run.info.status == "FINISHED"
     assert tags["backend"] == "llamaserver" and tags["provenance"] == "measured"
-    assert tags["runtime"] == runtime and tags["model_digest"] == expected_sha256()[1]
+    assert tags["runtime"] == runtime and tags["model_digest"] == "sha256:" + expected_sha256()[1]
     assert tags["backend_version"] not in ("", "unknown", "None")  # llama-server's build_info
     assert metrics["calls_total"] == 1 and metrics["calls_failed"] == 0
     assert 0 < metrics["output_tokens"] <= 8 and metrics["ttft_ms"] > 0
