@@ -28,17 +28,43 @@ SCHEMA_VERSION = 2
 OPTION_KEYS = ("num_gpu", "num_ctx", "temperature", "top_p", "top_k", "repeat_penalty", "seed")
 
 
+_FNV_OFFSET = 0xCBF29CE484222325
+_FNV_PRIME = 0x100000001B3
+_U64 = (1 << 64) - 1
+
+
+def nonce_hash(data: bytes) -> int:
+    """64-bit FNV-1a, then MurmurHash3's fmix64 finaliser (FNV-1a alone barely
+    changes its top bits for a different last byte): a well-mixed hash both
+    agent languages compute alike in a few lines."""
+    value = _FNV_OFFSET
+    for byte in data:
+        value = ((value ^ byte) * _FNV_PRIME) & _U64
+    value ^= value >> 33
+    value = (value * 0xFF51AFD7ED558CCD) & _U64
+    value ^= value >> 33
+    value = (value * 0xC4CEB9FE1A85EC53) & _U64
+    return value ^ (value >> 33)
+
+
 def nonce_text(salt: str, agent: str, call_index: int) -> str:
     """The cache-defeating prefix of a call's first message (docs/record-schema.md §5).
 
     Unique per agent process (the harness draws ``salt`` afresh for each), agent
-    and call, so no measured prompt shares a prefix with any earlier one. A
-    plain sentence: of the forms measured, the one the embedded Gemma 3 270M
-    copies into its reply least often (benchmarks/nonce_echo.py,
-    docs/benchmarks.md "Prompt cache and the nonce"). The Rust agent's
-    ``spec::nonce_text`` is identical.
+    and call, so no measured prompt shares a prefix with any earlier one. Its
+    first characters after ``Request`` are 12 hex digits of a hash of all
+    three (the top 48 bits of :func:`nonce_hash` of ``{salt}-{n}-{call_index}``), so two
+    calls of one process — another call of the same agent, or another agent —
+    share no more than two prompts of different processes do: the word. With
+    the salt itself there, they shared it (16 Gemma tokens) in every call after
+    an agent's first. A plain sentence: of the forms measured, the one the
+    embedded Gemma 3 270M copies into its reply least often
+    (benchmarks/nonce_echo.py, docs/benchmarks.md "Prompt cache and the
+    nonce"). The Rust agent's ``spec::nonce_text`` is identical.
     """
-    return f"Request {salt}-{agent.removeprefix('agent_')}-{call_index}.\n"
+    n = agent.removeprefix("agent_")
+    digest = nonce_hash(f"{salt}-{n}-{call_index}".encode()) >> 16
+    return f"Request {digest:012x}-{n}-{call_index}.\n"
 
 
 @dataclass(frozen=True)

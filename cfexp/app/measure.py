@@ -16,8 +16,9 @@ server instances (docs/multi-agent.md, docs/metrics.md):
 
 Before every phase, each instance it uses gets warm-up calls with exactly the
 options the phase's calls send (:mod:`cfexp.backends.warmup`), so no model load
-lands inside a measured call; a measured call that paid one anyway is counted
-and warned about. Metrics come from the records only (``cfexp.metrics``);
+lands inside a measured call — except the phase right after the priming, which
+the priming itself warmed (:func:`needs_warm_up`); a measured call that paid
+one anyway is counted and warned about. Metrics come from the records only (``cfexp.metrics``);
 this module does the I/O around them.
 """
 
@@ -132,6 +133,33 @@ def warmup_targets(cfg: CfexpConfig, instances: Sequence[ServerInstance], phase:
     return targets
 
 
+def needs_warm_up(cfg: CfexpConfig, phase: Phase, previous: Phase | None) -> bool:
+    """Whether ``phase`` gets warm-up calls first (module docstring).
+
+    Not when it runs right after the priming, with the same agents: the
+    priming sent exactly its calls, with its options, so the instances are
+    loaded as it needs — and a warm-up would replace what the priming left in
+    the prefix cache (a one-slot server keeps one prompt), so the measured
+    calls of ``prompt_cache=allow`` would run cold. Agents sharing an instance
+    with different launch options reload it between them anyway; they keep
+    their warm-up, so the phase's first agent is loaded first.
+    """
+    if not cfg.topology.warmup_calls:
+        return False
+    if previous is None or previous.label != "priming" or previous.agents != phase.agents:
+        return True
+    for instance in range(cfg.topology.instances):
+        agents = [i for i in instance_agents(cfg, instance) if phase.agents is None or i in phase.agents]
+        if len({_launch_options(agent_options(cfg, i)) for i in agents}) > 1:
+            return True
+    return False
+
+
+def _launch_options(options: dict[str, object] | None) -> tuple[object, object] | None:
+    """What makes a server reload: num_ctx and num_gpu (None = its defaults)."""
+    return None if options is None else (options.get("num_ctx"), options.get("num_gpu"))
+
+
 def measure(cfg: CfexpConfig, instances: list[ServerInstance], job_dir: Path, run_id: str) -> JobOutcome:
     command = agent_command(cfg)
     runs: list[AgentRun] = []
@@ -139,8 +167,9 @@ def measure(cfg: CfexpConfig, instances: list[ServerInstance], job_dir: Path, ru
     warmup_problems: list[str] = []
     samples = None
     stopped: CfexpError | None = None
+    previous: Phase | None = None
     for phase in plan_phases(cfg, job_dir):
-        if cfg.topology.warmup_calls:
+        if needs_warm_up(cfg, phase, previous):
             warmed = warm_up(
                 warmup_targets(cfg, instances, phase), cfg.model.name, cfg.topology.warmup_calls,
                 min(cfg.timeouts.call_s, cfg.timeouts.run_s), cfg.backend.api_key,
@@ -156,6 +185,7 @@ def measure(cfg: CfexpConfig, instances: list[ServerInstance], job_dir: Path, ru
             if sampler is not None:
                 samples = sampler.stop()
         runs.append(run)
+        previous = phase
         stopped = run.result.stopped_by
         if stopped is not None:
             break  # a server died: what ran is recorded, nothing more can be measured

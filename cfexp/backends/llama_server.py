@@ -346,7 +346,7 @@ class LlamaServerBackend:
                 process.wait_ready(5)  # let its last lines reach the log
                 raise ServerStartError(self._start_failure(process, what, model_path))
             if base_url is None:
-                match = _LISTENING.search(_read(process.log_path))
+                match = _LISTENING.search(process.log_text())
                 if match is not None:
                     if int(match.group(1)) == 0:
                         raise ServerStartError(
@@ -366,7 +366,7 @@ class LlamaServerBackend:
     @staticmethod
     def _start_failure(process: ManagedProcess, what: str, model_path: Path) -> str:
         """Why the server exited at start, in the server's own words."""
-        text = _read(process.log_path)
+        text = process.log_text()
         code = process.popen.returncode
         tail = process.tail(12)
         bad_flag = _BAD_FLAG.search(text)
@@ -406,15 +406,9 @@ class LlamaServerBackend:
     def _instance(
         launch: LaunchSpec, index: int, base_url: str, process: ManagedProcess | None
     ) -> ServerInstance:
-        build = _props(base_url).get("build_info")  # what it is: cfexp.backends.identify, by the pool
+        # What it is and serves (engine, model digest) is asked by the pool (cfexp.backends.identify).
+        build = _props(base_url).get("build_info")
         return ServerInstance(
             index=index, backend="llamaserver", api=launch.api, base_url=base_url, launch=launch,
             process=process, version=build if isinstance(build, str) else None,
         )
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")
-    except OSError:
-        return ""

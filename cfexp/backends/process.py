@@ -11,6 +11,7 @@ at interpreter exit for whatever is still running (registered with
 
 from __future__ import annotations
 
+import os
 import logging
 import signal
 import subprocess
@@ -52,7 +53,10 @@ class ManagedProcess:
         self._ready_event = threading.Event()
         self._tail: deque[str] = deque(maxlen=40)
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        # The log is appended to (a sweep keeps every start of an instance in one
+        # file): this start's own output begins here (log_text).
         self._log = log_path.open("a", encoding="utf-8", errors="replace")
+        self.log_offset = os.fstat(self._log.fileno()).st_size
         self.popen = subprocess.Popen(
             self.argv,
             stdin=subprocess.DEVNULL,
@@ -102,6 +106,15 @@ class ManagedProcess:
 
     def alive(self) -> bool:
         return self.popen.poll() is None
+
+    def log_text(self) -> str:
+        """What this start of the process wrote to its log so far (not an earlier start's lines)."""
+        try:
+            with self.log_path.open("rb") as log_file:
+                log_file.seek(self.log_offset)
+                return log_file.read().decode("utf-8", errors="replace")
+        except OSError:
+            return ""
 
     def tail(self, lines: int = 10) -> str:
         """The child's last output lines, for error messages."""

@@ -6,7 +6,7 @@ plain JSON with ``usage`` when ``stream`` is false (the default); with
 ``finish_reason``, then — when ``stream_options.include_usage`` — a chunk with
 empty ``choices`` and the ``usage``, then ``data: [DONE]``. The non-standard
 ``top_k`` and ``repeat_penalty`` body fields are honoured, as llama.cpp's and
-vLLM's servers do. ``num_ctx``/``num_gpu`` cannot be set through this API: the
+vLLM's servers do, and so is ``logit_bias`` (by the llamacpp engine). ``num_ctx``/``num_gpu`` cannot be set through this API: the
 request runs with whatever the instance has loaded. cfexp's extensions, on
 the last chunk before ``[DONE]`` (or at the top of a whole reply), where
 llama-server puts its ``timings``, unless the setting ``timings`` is false:
@@ -27,6 +27,7 @@ from cfexp.serving.request import (
     get_bool,
     get_float,
     get_int,
+    get_logit_bias,
     get_str,
     parse_messages,
 )
@@ -58,6 +59,7 @@ def _options(body: dict[str, Any]) -> SamplingOptions:
         top_k=get_int(body, "top_k"),
         repeat_penalty=get_float(body, "repeat_penalty"),
         seed=get_int(body, "seed"),
+        logit_bias=get_logit_bias(body),
     )
 
 

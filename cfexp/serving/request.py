@@ -55,6 +55,8 @@ class SamplingOptions:
     # Launch parameters: a value different from the loaded one reloads the model.
     num_ctx: int | None = None
     num_gpu: int | None = None
+    # OpenAI logit_bias: (token id, bias added to its logit) pairs, sorted by id.
+    logit_bias: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,28 @@ def get_float(body: dict[str, Any], name: str) -> float | None:
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         raise _field_error(name, value, "a number")
     return float(value)
+
+
+# OpenAI's documented range for a logit_bias value.
+LOGIT_BIAS_RANGE = (-100.0, 100.0)
+
+
+def get_logit_bias(body: dict[str, Any]) -> tuple[tuple[int, float], ...]:
+    """OpenAI's ``logit_bias``: an object mapping token ids (as strings) to a bias in [-100, 100]."""
+    value = body.get("logit_bias")
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise _field_error("logit_bias", value, "an object mapping token ids to numbers")
+    low, high = LOGIT_BIAS_RANGE
+    pairs = []
+    for key, bias in value.items():
+        if not (isinstance(key, str) and key.isascii() and key.isdigit()):
+            raise _field_error("logit_bias", value, "token ids as keys, e.g. {\"106\": 12}")
+        if not isinstance(bias, (int, float)) or isinstance(bias, bool) or not low <= bias <= high:
+            raise _field_error(f"logit_bias.{key}", bias, f"a number from {low:g} to {high:g}")
+        pairs.append((int(key), float(bias)))
+    return tuple(sorted(pairs))
 
 
 def parse_messages(value: Any) -> tuple[ChatMessage, ...]:

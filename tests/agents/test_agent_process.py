@@ -211,7 +211,8 @@ def test_multi_agent_runs_agents_concurrently(tmp_path: Path, scripted_server: S
     assert server.max_active == 2
     # Each agent's calls carry their own nonce: no two prompts start alike.
     nonces = [c.prompt_nonce for c in run.calls()]
-    assert len(set(nonces)) == 4 and all(n is not None and SALT in n for n in nonces)
+    assert len(set(nonces)) == 4
+    assert sorted(nonces) == sorted(nonce_text(SALT, c.agent, c.call_index) for c in run.calls())
     personas = {name: r.persona for name, r in run.agents().items()}
     assert personas == {"agent_0": "DataCollector", "agent_1": "InsightAgent"}
 

@@ -186,3 +186,46 @@ def test_a_url_where_another_kind_of_server_answers_is_refused(tmp_path: Path) -
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_an_earlier_start_in_the_same_log_is_not_read_as_this_one(tmp_path: Path) -> None:
+    """A sweep's servers folder keeps one log per instance, appended to by every start
+    (per_sweep, a ctx change restarts it). The earlier start's "listening on" line names
+    a port where another server answers: this start must not take it for its own."""
+
+    class Healthy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b'{"status": "ok"}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Healthy)
+    thread = threading.Thread(target=other.serve_forever, daemon=True)
+    thread.start()
+    try:
+        servers = tmp_path / "servers"
+        servers.mkdir()
+        earlier = (
+            f"main: server is listening on http://127.0.0.1:{other.server_address[1]}\n"
+            "srv    load_model: failed to load model\n"
+        )
+        (servers / "server0.log").write_text(earlier)
+        binary = fake_binary(tmp_path, HELP_FLAGS, 'echo "loading model"; exec sleep 60')
+        with pytest.raises(ServerStartError, match=r"did not become ready within 1 s"):
+            LlamaServerBackend().start(launch(tmp_path, str(binary)), 0, servers, 1)
+        # Nor is an earlier start's error this start's reason for dying.
+        binary = fake_binary(tmp_path, HELP_FLAGS, 'echo "main: error: no backend" >&2; exit 3')
+        with pytest.raises(ServerStartError) as caught:
+            LlamaServerBackend().start(launch(tmp_path, str(binary)), 0, servers, 30)
+        assert "exited with code 3 at start: main: error: no backend" in str(caught.value)
+        assert "could not load" not in str(caught.value)
+        assert (servers / "server0.log").read_text().startswith(earlier)  # the earlier lines are kept
+    finally:
+        other.shutdown()
+        other.server_close()
+    assert leftover_processes(tmp_path) == []

@@ -264,6 +264,24 @@ def test_missing_fields(client: httpx.Client) -> None:
     assert bad_option.status_code == 400 and "num_predict" in bad_option.json()["error"]
 
 
+@pytest.mark.parametrize(
+    ("logit_bias", "message"),
+    [
+        ([[106, 12]], "expected an object mapping token ids to numbers"),
+        ({"eot": 12}, "token ids as keys"),
+        ({"106": 101}, "invalid value for 'logit_bias.106': 101 (expected a number from -100 to 100)"),
+        ({"106": "12"}, "logit_bias.106"),
+    ],
+)
+def test_a_bad_logit_bias_is_a_400(client: httpx.Client, logit_bias: object, message: str) -> None:
+    body = {"model": SIM_MODEL, "messages": CHAT, "max_tokens": 2, "logit_bias": logit_bias}
+    response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 400 and message in response.json()["error"]["message"]
+    # A good one is accepted (and ignored: the simulator has no logits).
+    good = client.post("/v1/chat/completions", json={**body, "logit_bias": {"106": -100.0, "1": 5}})
+    assert good.status_code == 200
+
+
 def test_prompt_longer_than_the_context_is_truncated(client: httpx.Client) -> None:
     long_chat = [{"role": "user", "content": "word " * 4000}]  # ~5000 tokens > num_ctx 4096
     ollama = client.post(

@@ -294,3 +294,31 @@ def test_end_of_generation_token_is_counted_when_the_model_stops_by_itself(
         assert cut.prompt_tokens == stopped.prompt_tokens and cut.prompt_evaluated == 1
     finally:
         engine.close()
+
+
+def test_logit_bias_on_the_end_of_turn_makes_the_base_model_stop_by_itself(client: httpx.Client) -> None:
+    """OpenAI's logit_bias, as llama-server takes it: 12 on Gemma 3's <end_of_turn> (106) makes
+    the base model end "Say OK." by itself; 100 ends the reply at once. Either way the end-of-turn
+    token is counted and sent as no chunk (docs/serving.md: llama-server measured the same)."""
+
+    def chat(bias: dict[str, float]) -> tuple[list[str], str, dict[str, Any]]:
+        request = {
+            "model": LLAMA_MODEL, "messages": [{"role": "user", "content": "Say OK."}], "max_tokens": 16,
+            "temperature": 0, "stream": True, "stream_options": {"include_usage": True}, "logit_bias": bias,
+        }  # fmt: skip
+        with client.stream("POST", "/v1/chat/completions", json=request) as response:
+            events = [e for e in sse_events(response) if e != "[DONE]"]
+        pieces = [c for e in events for choice in e["choices"] if (c := choice["delta"].get("content"))]
+        finish = next(c["finish_reason"] for e in events for c in e["choices"] if c["finish_reason"])
+        return pieces, finish, events[-1]["usage"]
+
+    pieces, finish, usage = chat({"106": 12})
+    assert finish == "stop" and 0 < len(pieces) < 16
+    assert usage["completion_tokens"] == len(pieces) + 1
+    pieces, finish, usage = chat({"106": 100})
+    assert (pieces, finish, usage["completion_tokens"]) == ([], "stop", 1)
+    pieces, finish, usage = chat({"106": -100})
+    assert finish == "length" and usage["completion_tokens"] == len(pieces) == 16
+    unknown = client.post("/v1/chat/completions", json={"model": LLAMA_MODEL, "messages": CHAT,
+                                                        "logit_bias": {"999999": 1}})  # fmt: skip
+    assert unknown.status_code == 400 and "token id 999999" in unknown.json()["error"]["message"]

@@ -42,6 +42,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import llama_cpp
+import numpy as np
+import numpy.typing as npt
 from llama_cpp import _internals
 
 from cfexp.errors import ConfigError, SetupError
@@ -120,6 +122,20 @@ def resolve_model_path(settings: LlamaSettings) -> Path:
     return path
 
 
+def _logit_bias(bias: Sequence[tuple[int, float]]) -> llama_cpp.LogitsProcessorList | None:
+    """OpenAI's logit_bias as a logits processor: each bias added to its token's logit."""
+    if not bias:
+        return None
+    ids = np.array([token for token, _ in bias], dtype=np.intc)
+    values = np.array([value for _, value in bias], dtype=np.single)
+
+    def add_bias(_input_ids: npt.NDArray[np.intc], scores: npt.NDArray[np.single]) -> npt.NDArray[np.single]:
+        scores[ids] += values
+        return scores
+
+    return llama_cpp.LogitsProcessorList([add_bias])
+
+
 def _token_piece(vocab: llama_cpp.llama_vocab_p, token: int) -> bytes:
     """The bytes of one token (``Model.token_to_piece`` truncates at 32 bytes)."""
     buffer = ctypes.create_string_buffer(64)
@@ -151,6 +167,7 @@ class LlamaEngine:
             raise SetupError(
                 f"llama.cpp cannot load the model <model_path={self.model_path}>: {exc}"
             ) from exc
+        self._n_vocab = int(self._vocab_model.n_vocab())
         self._vocab_lock = threading.Lock()
         self._seed_lock = threading.Lock()
         self._seeds = random.Random(settings.seed)
@@ -246,6 +263,13 @@ class LlamaEngine:
             with self._vocab_lock:
                 tokens = self._vocab_model.tokenize(prompt_text.encode("utf-8"), True, True)
         options = request.options
+        n_vocab = self._n_vocab
+        unknown = [token for token, _ in options.logit_bias if token >= n_vocab]
+        if unknown:
+            raise RequestError(
+                400, f"invalid value for 'logit_bias': token id {unknown[0]} (the vocabulary has {n_vocab})",
+                code="invalid_value",
+            )
         num_ctx, num_gpu = options.num_ctx, options.num_gpu
         if request.api == "ollama":
             # Like Ollama: an option left out means the default, not "whatever is loaded".
@@ -345,6 +369,7 @@ class LlamaEngine:
             repeat_penalty=options.repeat_penalty
             if options.repeat_penalty is not None
             else settings.repeat_penalty,
+            logits_processor=_logit_bias(options.logit_bias),
         )
         # num_predict 0: nothing to generate, and nothing is decoded.
         source: Iterator[int] = tokens_out if limit > 0 else iter(())

@@ -23,16 +23,34 @@ pub const SCHEMA_VERSION: u32 = 2;
 /// (a Rust agent's runtime is its binary, so it ignores the field).
 pub const PYTHON_RUNTIMES: [&str; 2] = ["asyncio", "uvloop"];
 
+/// 64-bit FNV-1a, then MurmurHash3's fmix64 finaliser
+/// (`cfexp.agents.spec.nonce_hash`).
+pub fn nonce_hash(data: &[u8]) -> u64 {
+    let mut value: u64 = 0xcbf2_9ce4_8422_2325;
+    for &byte in data {
+        value ^= u64::from(byte);
+        value = value.wrapping_mul(0x0100_0000_01b3);
+    }
+    value ^= value >> 33;
+    value = value.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    value ^= value >> 33;
+    value = value.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    value ^ (value >> 33)
+}
+
 /// The cache-defeating prefix of a call's first message
 /// (docs/record-schema.md, section 5): unique per agent process (the
 /// harness draws `salt` afresh for each), agent and call, so no measured
-/// prompt shares its first tokens with an earlier one. A plain sentence: of
-/// the forms measured, the one the embedded Gemma 3 270M copies into its
-/// reply least often (`benchmarks/nonce_echo.py`). Identical to
-/// `cfexp.agents.spec.nonce_text`.
+/// prompt shares its first tokens with an earlier one. Its first characters
+/// after `Request` are 12 hex digits of a hash of all three (the top 48 bits
+/// of [`nonce_hash`] of `{salt}-{n}-{call_index}`), so two calls of one process
+/// share no more than the word. A plain sentence: of the forms measured, the
+/// one the embedded Gemma 3 270M copies into its reply least often
+/// (`benchmarks/nonce_echo.py`). Identical to `cfexp.agents.spec.nonce_text`.
 pub fn nonce_text(salt: &str, agent: &str, call_index: u32) -> String {
     let agent = agent.strip_prefix("agent_").unwrap_or(agent);
-    format!("Request {salt}-{agent}-{call_index}.\n")
+    let digest = nonce_hash(format!("{salt}-{agent}-{call_index}").as_bytes()) >> 16;
+    format!("Request {digest:012x}-{agent}-{call_index}.\n")
 }
 
 /// Model options an agent may send (Ollama names); anything else is a spec
@@ -466,9 +484,11 @@ mod tests {
     }
 
     #[test]
-    fn nonce_text_names_salt_agent_and_call() {
-        assert_eq!(nonce_text("a1b2", "agent_3", 1), "Request a1b2-3-1.\n");
-        assert_eq!(nonce_text("a1b2", "solo", 0), "Request a1b2-solo-0.\n");
+    fn nonce_text_names_a_hash_agent_and_call() {
+        // The same texts as the Python agent's test (tests/agents/test_spec.py).
+        assert_eq!(nonce_text("3f9a0c71d2be", "agent_1", 2), "Request 13ef6640b063-1-2.\n");
+        assert_eq!(nonce_text("a1b2", "agent_3", 1), "Request ff7c5915105b-3-1.\n");
+        assert_eq!(nonce_text("a1b2", "solo", 0), "Request 600504612fac-solo-0.\n");
     }
 
     #[test]
