@@ -11,8 +11,8 @@ at interpreter exit for whatever is still running (registered with
 
 from __future__ import annotations
 
-import os
 import logging
+import os
 import signal
 import subprocess
 import threading
