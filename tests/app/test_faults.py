@@ -86,6 +86,23 @@ def test_a_server_that_never_answers_is_stopped_by_the_run_timeout(tmp_path: Pat
     assert leftover_processes(tmp_path) == []
 
 
+def test_a_failed_warm_up_is_a_warning_and_the_measured_calls_record_the_fault(tmp_path: Path) -> None:
+    """The warm-up is the job's first generation request: a server that fails it is measured anyway
+    (the measured calls meet the same server), and the run says its warm-up failed."""
+    done = run_cfexp(
+        tmp_path, *FAST_SIM, "scenario=single_inference", "num_predict=8", "+backend.settings.faults={fail_status:503}",
+    )
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    (run,) = runs_of(tmp_path)
+    assert run.info.status == "FAILED"
+    assert "error_kind=http_status" in error_text(tmp_path, run.info.run_id)  # the measured call's own failure
+    assert run.data.metrics["calls_failed"] == 1
+    warning = run.data.tags["measurement_warnings"]
+    assert "a warm-up call to <instance=0" in warning and "503" in warning, warning
+    assert run.data.metrics["measurement_warnings"] >= 1
+
+
 @pytest.mark.parametrize(
     "args, key",
     [
