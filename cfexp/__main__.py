@@ -42,11 +42,23 @@ def main() -> None:
         _hydra_entry()
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated)
         sys.exit(_interrupted(exc))
+    except ValueError as exc:
+        from cfexp.app.callback import Outcome
+
+        if Outcome.started:
+            raise
+        # Hydra's own check of the command line (e.g. -m with --cfg), before anything ran.
+        print(f"cfexp: {exc}. See python -m cfexp --help.", file=sys.stderr)
+        sys.exit(2)
     except SystemExit as exc:
         from cfexp.app.callback import Outcome
 
         if exc.code == 1 and not Outcome.started:
             # Hydra printed why it could not compose the config; no run started.
+            from cfexp.config.keys import hints_for
+
+            for hint in hints_for(sys.argv[1:]):
+                print(f"cfexp: {hint}", file=sys.stderr)
             sys.exit(2)
         # Hydra reports an error it caught (e.g. a launcher's: a job whose process
         # died) by exiting 1, without the sweep's end hook: close the sweep here.

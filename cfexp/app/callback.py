@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from cfexp.app import status
-from cfexp.app.hydra_job import is_multirun, swept_keys
+from cfexp.app.hydra_job import grid_size, is_multirun, swept_keys
 from cfexp.backends.pool import POOL
 from cfexp.config.output_dirs import FolderClaim
 from cfexp.errors import TrackingError
@@ -55,6 +55,26 @@ def _mlruns_dir(config: DictConfig) -> Path:
         return Path(config.paths.mlruns_dir)
     except Exception:  # interpolation needs Hydra's runtime info, absent this early
         return Path(os.getcwd()) / "mlruns"
+
+
+def _refuse_a_sweep_too_large(config: DictConfig) -> None:
+    """Exit 2 before anything starts when a grid sweep has more jobs than
+    ``hydra.sweeper.max_jobs`` (a ``range(0,1,0.001)`` typed for ``range(0,1,0.1)``
+    would otherwise start 1000 jobs). Another sweeper (Optuna) has no such key."""
+    max_jobs = OmegaConf.select(config, "hydra.sweeper.max_jobs", default=None)
+    if max_jobs is None:
+        return
+    size = grid_size(OmegaConf.select(config, "hydra.sweeper.params"), list(config.hydra.overrides.task))
+    if size.jobs <= int(max_jobs):
+        return
+    factors = ", ".join(f"{key}: {n}" for key, n in size.levels.items())
+    print(
+        f"cfexp: this sweep has {size.jobs} jobs ({factors} values), more than "
+        f"<hydra.sweeper.max_jobs={max_jobs}>. Nothing was started. To run it as it is, add "
+        f"hydra.sweeper.max_jobs={size.jobs} (or null for no limit); otherwise sweep fewer values.",
+        file=sys.stderr,
+    )
+    raise SystemExit(2)
 
 
 def _require_writable(path: Path, key: str) -> None:
@@ -134,6 +154,7 @@ class CfexpCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         Outcome.started = True
+        _refuse_a_sweep_too_large(config)
         _require_writable_outputs(config, config.hydra.sweep.dir, "hydra.sweep.dir")
         sweep_dir = Path(config.hydra.sweep.dir)
         _claim_output_folder(sweep_dir, "hydra.sweep.dir")

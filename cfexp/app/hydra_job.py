@@ -56,6 +56,38 @@ def swept_keys(overrides: list[str]) -> list[str]:
     return [o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()]
 
 
+@dataclasses.dataclass(frozen=True)
+class GridSize:
+    """How many jobs a grid sweep makes: the product of its factors' levels."""
+
+    jobs: int
+    levels: dict[str, int]  # each swept key and its number of values
+
+
+def grid_size(params: dict[str, str] | None, task_overrides: list[str]) -> GridSize:
+    """The grid Hydra's BasicSweeper (and so cfexp's) makes of a sweep's ``params``
+    and command line, counted without listing it (a million jobs cost nothing here).
+
+    As in BasicSweeper: the command line comes after ``params``, and the last
+    override of a key wins.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    arguments = [f"{key}={value}" for key, value in (params or {}).items()] + list(task_overrides)
+    levels: dict[str, int] = {}
+    for override in OverridesParser.create().parse_overrides(arguments):
+        key = override.get_key_element()
+        if override.is_sweep_override() and override.is_discrete_sweep():
+            levels[key] = sum(1 for _ in override.sweep_string_iterator())
+        else:  # one value (an interval() sweep is refused by the sweeper itself)
+            levels[key] = 1
+    swept = {key: n for key, n in levels.items() if n != 1}
+    jobs = 1
+    for n in swept.values():
+        jobs *= n
+    return GridSize(jobs=jobs, levels=swept)
+
+
 def settings_tree(settings: CfexpConfig) -> dict[str, Any]:
     """The typed settings as plain JSON values, secrets masked: what a run logs and hashes.
 

@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from cfexp.config.keys import unknown_keys
 from cfexp.config.schema import CfexpConfig
 from cfexp.data import DATA_DIR
 from cfexp.errors import ConfigError
@@ -233,6 +234,8 @@ def to_settings(cfg: DictConfig) -> CfexpConfig:
 
     Raises :class:`ConfigError` listing every problem found.
     """
+    if unknown := unknown_keys(cfg):  # `+key=value` adds a key the schema would refuse
+        raise ConfigError("invalid config: " + "; ".join(unknown) + ". Fix it on the command line or in conf/.")
     try:
         settings = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as exc:

@@ -32,6 +32,7 @@ class CfexpBasicSweeper(BasicSweeper):
         order: Any = "grid",
         seed: int | None = None,
         repetition_key: str = "repetition",
+        max_jobs: int | None = 200,
     ) -> None:
         from cfexp.vocab import SweepOrder
 
@@ -40,6 +41,9 @@ class CfexpBasicSweeper(BasicSweeper):
         self.order = SweepOrder(str(getattr(order, "value", order)))
         self.seed = seed
         self.repetition_key = repetition_key
+        # Enforced before the sweep starts, by cfexp's callback (cfexp.app.callback), which
+        # runs before any sweeper: a refused sweep leaves no parent run behind.
+        self.max_jobs = max_jobs
 
     def split_arguments(  # type: ignore[override]  # Hydra's is a staticmethod; called on self
         self, overrides: list[Override], max_batch_size: int | None

@@ -37,6 +37,9 @@ class CfexpBasicSweeperConf:
     # The swept key whose values are the repetition blocks of order=blocked; a config
     # is a job's overrides without it.
     repetition_key: str = "repetition"
+    # A sweep with more jobs than this is refused before anything starts (exit 2),
+    # with its size; raise it for a sweep that big on purpose (null = no limit).
+    max_jobs: Optional[int] = 200
 
 
 ConfigStore.instance().store(

@@ -17,6 +17,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, open_dict
 
 from cfexp.app.agent_spec import agent_options, instance_launch_options
+from cfexp.app.hydra_job import grid_size
 from cfexp.config.schema import CfexpConfig, register_configs
 from cfexp.config.validate import to_settings
 from hydra_plugins.cfexp_basic_sweeper._order import config_of
@@ -131,3 +132,14 @@ def test_tr108_sweeps_the_model_list_of_the_preset(compose_hydra: Compose) -> No
     assert cfg.hydra.sweeper.params.model == "gemma3_270m"
     # `python -m cfexp -m +experiment=tr108 model=gemma3_270m,gemma3_4b`: the command line wins.
     assert len(jobs_of(cfg, "model=gemma3_270m,gemma3_4b")) == 216
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_every_preset_fits_under_its_sweep_size_guard(compose_hydra: Compose, preset: str) -> None:
+    """grid_size counts what BasicSweeper makes, and no preset is refused by hydra.sweeper.max_jobs."""
+    cfg = compose_hydra(f"+experiment={preset}")
+    size = grid_size(cfg.hydra.sweeper.params, [])
+    assert size.jobs == len(jobs_of(cfg)) == PRESETS[preset][0]
+    assert size.jobs <= cfg.hydra.sweeper.max_jobs
+    doubled = grid_size(cfg.hydra.sweeper.params, ["repetition=0,1,2,3,4,5"])  # the command line wins
+    assert doubled.levels["repetition"] == 6 and doubled.jobs == len(jobs_of(cfg, "repetition=0,1,2,3,4,5"))
