@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import signal
 import sys
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 from cfexp.backends.process import stop_all
 from cfexp.config.schema import register_configs
+from cfexp.locations import conf_dir
 from cfexp.signals import Terminated, install_cleanup_handlers, stop_launched_jobs
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+# The checkout's top-level conf/, or the copy a wheel carries inside the package (cfexp.locations).
+CONF_DIR = str(conf_dir())
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
@@ -36,6 +37,13 @@ def _hydra_entry(cfg: DictConfig) -> dict[str, float] | None:
 
 
 def main() -> None:
+    if not (conf_dir() / "config.yaml").is_file():
+        print(
+            f"cfexp: Hydra's config tree is missing <conf_dir={CONF_DIR}>: this cfexp was installed "
+            "without it. Reinstall from the source folder or its wheel (`pip install .`), which ship conf/.",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     register_configs()
     install_cleanup_handlers()
     try:

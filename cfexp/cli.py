@@ -5,6 +5,7 @@
     cfexp ui                                # MLflow UI on the default store
     cfexp report --experiment tr115         # report.md + CSVs + PNGs in reports/tr115/
     cfexp sync                              # upload runs kept while the tracking server was unreachable
+    cfexp --version                         # the installed version
 
 Experiments themselves run with ``python -m cfexp`` (Hydra).
 """
@@ -129,8 +130,22 @@ def _sync(args: argparse.Namespace) -> int:
     return code
 
 
+class _Version(argparse.Action):
+    """``--version``: the version is looked up only when asked (importlib.metadata is slow to load)."""
+
+    def __init__(self, option_strings: list[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        from cfexp import __version__
+
+        print(f"cfexp {__version__}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cfexp", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action=_Version, help="print the installed cfexp's version and exit")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="start a backend standalone (Ctrl-C stops it)")

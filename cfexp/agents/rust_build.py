@@ -1,8 +1,13 @@
 """Builds (once) and locates the Rust agent binary for a runtime.
 
-``runtime=tokio`` needs ``rust/target/release/cfexp-agent-tokio``. It is built
-with cargo on first use (release profile) and rebuilt only when the crate's
-sources change: a fingerprint of every source file is kept beside the binary,
+``runtime=tokio`` needs the binary ``cfexp-agent-tokio``, built with cargo on
+first use (release profile). In a checkout the crate is the top-level
+``rust/`` and cargo builds into its ``target/`` (as ``make rust`` does);
+installed from a wheel, the crate is the copy inside the package
+(:mod:`cfexp.locations`) and cargo builds into ``<cache>/rust-target``
+(``CFEXP_CACHE_DIR``, else ``~/.cache/cfexp``): site-packages is no place for
+build products. The binary is rebuilt only when the crate's sources change: a
+fingerprint of every source file is kept beside the binary,
 so a sweep does not even start cargo for each job. Jobs and commands that
 start together serialize on a file lock (:class:`cfexp.filelock.FileLock`):
 one builds, the others wait (saying so if it takes long), then use its binary. What the run records about the binary — size, profile, rustc —
@@ -22,11 +27,12 @@ from pathlib import Path
 from cfexp.agents.runner import AgentCommand
 from cfexp.errors import BuildError
 from cfexp.filelock import FileLock
+from cfexp.locations import is_installed_copy, rust_dir
 from cfexp.vocab import RUST_RUNTIMES
 
 log = logging.getLogger(__name__)
 
-RUST_DIR = Path(__file__).resolve().parents[2] / "rust"
+RUST_DIR = rust_dir()
 # One binary (and cargo feature) per Rust runtime of cfexp/vocab.py.
 RUNTIMES = tuple(r.value for r in RUST_RUNTIMES)
 PROFILE = "release"
@@ -36,8 +42,27 @@ def binary_name(runtime: str) -> str:
     return f"cfexp-agent-{runtime}"
 
 
+def target_dir() -> Path:
+    """Cargo's build folder: the crate's ``target/`` in a checkout, a cache folder for a wheel install."""
+    if not is_installed_copy():
+        return RUST_DIR / "target"
+    return Path(os.environ.get("CFEXP_CACHE_DIR") or Path.home() / ".cache" / "cfexp") / "rust-target"
+
+
 def binary_path(runtime: str) -> Path:
-    return RUST_DIR / "target" / PROFILE / binary_name(runtime)
+    return target_dir() / PROFILE / binary_name(runtime)
+
+
+def _check_sources() -> None:
+    """A BuildError saying what to do when this install carries no Rust sources."""
+    if not (RUST_DIR / "Cargo.toml").is_file():
+        raise BuildError(
+            f"the Rust agents' sources are not installed <rust_dir={RUST_DIR}>. A Rust runtime "
+            "(runtime=tokio, tokio_localset, smol, smol_1kb, async_std) builds its agent from them with "
+            "cargo on first use, and this cfexp was installed without them. Install cfexp from its source "
+            "folder or from a wheel built by `pip wheel .` (both ship rust/ inside the package), or run "
+            "from a checkout (`make setup`); or choose a Python runtime (runtime=asyncio or uvloop)"
+        )
 
 
 def _cargo() -> str:
@@ -75,6 +100,7 @@ def ensure_built(runtime: str) -> Path:
     """The binary for ``runtime``, built if missing or stale. Raises BuildError."""
     if runtime not in RUNTIMES:
         raise BuildError(f"no Rust agent for <runtime={runtime}>: choose one of {', '.join(RUNTIMES)}")
+    _check_sources()
     binary = binary_path(runtime)
     stamp = binary.with_name(f".{binary.name}.fingerprint")
     lock = FileLock(
@@ -86,7 +112,7 @@ def ensure_built(runtime: str) -> Path:
         if binary.exists() and stamp.exists() and stamp.read_text() == fingerprint:
             return binary
         command = [
-            _cargo(), "build", "--release", "--locked",
+            _cargo(), "build", "--release", "--locked", "--target-dir", str(target_dir()),
             "--features", runtime, "--bin", binary.name,
         ]
         log.info("building the Rust agent for runtime=%s: %s", runtime, " ".join(command))
@@ -97,7 +123,7 @@ def ensure_built(runtime: str) -> Path:
             tail = "\n".join(done.stderr.splitlines()[-20:])
             raise BuildError(
                 f"cargo could not build <runtime={runtime}> (exit {done.returncode}). "
-                f"Run `{' '.join(command)}` in rust/ to see why. Last lines:\n{tail}"
+                f"Run `{' '.join(command)}` in {RUST_DIR} to see why. Last lines:\n{tail}"
             )
         stamp.write_text(fingerprint)
         return binary

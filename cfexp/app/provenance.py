@@ -22,22 +22,29 @@ from cfexp.backends.base import ServerInstance
 from cfexp.backends.identify import UNKNOWN, loaded_state
 from cfexp.backends.model_files import expected_sha256, file_sha256
 from cfexp.config.schema import CfexpConfig
+from cfexp.locations import checkout_root
 from cfexp.vocab import Backend
 
-_REPO = Path(__file__).resolve().parents[2]
 _PACKAGES = ("hydra-core", "omegaconf", "mlflow", "httpx", "llama-cpp-python", "uvloop")
 
 
 @functools.cache
 def code_version() -> str:
-    """``git`` commit of the cfexp checkout (``+dirty`` when changed), else the package version."""
+    """``git`` commit of the cfexp checkout (``+dirty`` when changed), else the package version.
+
+    Installed from a wheel there is no checkout: asking git there would name
+    whatever repository happens to hold the virtual environment.
+    """
+    repo = checkout_root()
+    if repo is None:
+        return f"cfexp-{__version__}"
     try:
         commit = subprocess.run(
-            ["git", "-C", str(_REPO), "rev-parse", "HEAD"],
+            ["git", "-C", str(repo), "rev-parse", "HEAD"],
             capture_output=True, text=True, check=True, timeout=5,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", str(_REPO), "status", "--porcelain", "--untracked-files=no"],
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
             capture_output=True, text=True, check=True, timeout=5,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):

@@ -23,6 +23,22 @@ def test_an_unknown_runtime_is_refused_before_cargo_runs() -> None:
         rust_build.ensure_built("gevent")
 
 
+def test_an_install_without_the_rust_sources_says_what_to_do(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(rust_build, "RUST_DIR", tmp_path / "rust")  # as in a wheel built without rust/
+    with pytest.raises(BuildError, match=r"(?s)sources are not installed <rust_dir=.*pip wheel \.`.*runtime=asyncio"):
+        rust_build.ensure_built("tokio")
+
+
+def test_a_wheel_install_builds_into_the_cache_not_into_site_packages(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(rust_build, "is_installed_copy", lambda: True)
+    monkeypatch.setenv("CFEXP_CACHE_DIR", str(tmp_path))
+    assert rust_build.binary_path("tokio") == tmp_path / "rust-target" / "release" / "cfexp-agent-tokio"
+
+
 def test_the_fingerprint_follows_the_sources(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     crate = tmp_path / "rust"
     (crate / "agent" / "src").mkdir(parents=True)
