@@ -76,7 +76,7 @@ def test_every_tour_line_puts_m_first_and_composes(hydra_conf: None, tmp_path: P
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arguments", SIMULATED, ids=lambda a: " ".join(a))
+@pytest.mark.parametrize("arguments", SIMULATED, ids=" ".join)
 def test_the_simulator_lines_run_as_written(tmp_path: Path, arguments: list[str]) -> None:
     done = run_cfexp(tmp_path, *arguments, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
