@@ -24,7 +24,9 @@ from cfexp.errors import CfexpError, ConfigError
 
 def serve_settings(args: argparse.Namespace) -> dict[str, object]:
     """The engine settings ``cfexp serve`` starts the server with."""
-    settings: dict[str, object] = json.loads(args.settings) if args.settings else {}
+    from cfexp.serving.settings import read_settings_argument  # inline JSON or @file; a clear ConfigError
+
+    settings: dict[str, object] = read_settings_argument(args.settings) if args.settings else {}
     settings.setdefault("model_name", args.model_name)
     # No flag: the engine's own default (cfexp.serving.settings), the "server defaults"
     # a baseline of options_mode=server_defaults runs against.

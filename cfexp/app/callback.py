@@ -256,9 +256,16 @@ def _read_one(job_dir: Path) -> status.JobStatus | None:
 def _summary(statuses: list[status.JobStatus]) -> str:
     lines = [f"{len(statuses)} jobs, {sum(not s.ok for s in statuses)} failed"]
     for index, job in enumerate(statuses):
-        first_line = (job.error or "").splitlines()[0] if job.error else ""
-        lines.append(f"#{_number(job, index)} {job.status:<14} {' '.join(job.overrides) or 'defaults'}  {first_line}")
+        lines.append(f"#{_number(job, index)} {job.status:<14} {' '.join(job.overrides) or 'defaults'}  "
+                     + _whole(job.error, indent="    "))
     return "\n".join(lines)
+
+
+def _whole(error: str | None, indent: str) -> str:
+    """A job's error whole: its first line, then the rest (a server's or agent's last
+    lines) indented under it, so a multi-line message is never cut at its colon."""
+    first, *rest = (error or "").splitlines() or [""]
+    return "\n".join([first, *(indent + line for line in rest)])
 
 
 def _number(job: status.JobStatus, index: int) -> str:
@@ -278,6 +285,6 @@ def _report(statuses: list[status.JobStatus], failed: list[status.JobStatus]) ->
     Outcome.exit_code = 2 if invalid and len(failed) == len(statuses) else 1
     print(f"\ncfexp: {len(failed)} of {len(statuses)} job(s) failed:", file=sys.stderr)
     for job in failed:
-        first_line = (job.error or "").splitlines()[0] if job.error else ""
         where = f" #{job.folder}" if job.folder is not None else ""
-        print(f"  - [{job.status}]{where} {' '.join(job.overrides) or 'defaults'}: {first_line}", file=sys.stderr)
+        print(f"  - [{job.status}]{where} {' '.join(job.overrides) or 'defaults'}: {_whole(job.error, '      ')}",
+              file=sys.stderr)

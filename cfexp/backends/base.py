@@ -41,7 +41,10 @@ class LaunchSpec:
     slots: int
     # Engine settings as canonical JSON, so the spec stays hashable.
     settings_json: str = "{}"
+    # Start the server when nothing answers at url (ollama, llamaserver): backend.start_if_absent,
+    # never under topology.lifecycle=external (then `external` says why, for the message).
     start_if_absent: bool = True
+    external: bool = False
     # The server program, for backends that run one; None = the backend's default.
     binary: str | None = None
     models_dir: str | None = None

@@ -79,12 +79,22 @@ class OllamaBackend:
     ) -> ManagedProcess:
         url = httpx.URL(base_url)
         host, port = url.host, url.port or 11434
-        where = f"<backend=ollama url={base_url}>"
+        where = f"<backend={launch.backend} url={base_url}>"
+        address = f"fix its address (backend.url, or backend.urls[{index}] for several instances)"
+        if launch.backend != "ollama":  # a `cfexp serve` given by its URL: cfexp never starts Ollama for it
+            raise ServerUnreachableError(
+                f"no server answers at {where}: start one there (`cfexp serve {launch.backend} --port {port}`), "
+                f"{address}, or drop backend.url so that cfexp starts its own"
+            )
+        if launch.external:
+            raise ServerUnreachableError(
+                f"no server answers at {where}: with topology.lifecycle=external cfexp starts nothing, "
+                f"so start it there or {address}"
+            )
         if not launch.start_if_absent:
             raise ServerUnreachableError(
-                f"no server answers at {where}: start it there, or fix its address (backend.url, or "
-                f"backend.urls[{index}] for several instances). cfexp starts Ollama itself only when "
-                "topology.lifecycle is not external and backend.start_if_absent=true"
+                f"no server answers at {where}: start it there, or {address}; "
+                "with backend.start_if_absent=true cfexp starts `ollama serve` there itself"
             )
         if not _is_loopback(host):
             raise ServerUnreachableError(

@@ -80,6 +80,7 @@ def launch_spec(cfg: CfexpConfig, index: int, gpu_layers: int | None, ctx: int |
         slots=backend.slots,
         settings_json=json.dumps(backend.settings, sort_keys=True),
         start_if_absent=backend.start_if_absent and cfg.topology.lifecycle != Lifecycle.external,
+        external=cfg.topology.lifecycle == Lifecycle.external,
         binary=backend.binary,
         models_dir=backend.models_dir.replace("{index}", str(index)) if backend.models_dir else None,
     )

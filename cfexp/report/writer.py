@@ -455,9 +455,16 @@ def _appendix(runset: RunSet, out: Path) -> list[str]:
     if not excluded.empty:
         lines += ["### Failed, killed or unfinished runs (excluded from statistics)", ""]
         error = excluded["tags.error"] if "tags.error" in excluded.columns else pd.Series("", index=excluded.index)
-        rows = [[r["run_id"], r["status"], _config(r, several), str(e)[:200] if isinstance(e, str) else ""]
-                for (_, r), e in zip(excluded.iterrows(), error, strict=True)]
-        lines += [md.table(["run id", "status", "config", "error"], rows), ""]
+        errors = [str(e) if isinstance(e, str) else "" for e in error]
+        rows = [[r["run_id"], r["status"], _config(r, several), e.splitlines()[0] if e else ""]
+                for (_, r), e in zip(excluded.iterrows(), errors, strict=True)]
+        lines += [md.table(["run id", "status", "config", "error (first line)"], rows), ""]
+        # A table cell holds one line; the rest of a message (a server's last log lines) follows whole.
+        longer = [(r["run_id"], e) for (_, r), e in zip(excluded.iterrows(), errors, strict=True) if "\n" in e]
+        if longer:
+            lines += ["Their errors in full:", ""]
+            for run_id, e in longer:
+                lines += [f"- `{run_id}`:", "", "  ```text", *("  " + line for line in e.splitlines()), "  ```", ""]
     if not runset.out_of_range.empty:
         removed = runset.out_of_range
         lines += ["### Values outside their physical range (excluded)", "",

@@ -229,7 +229,9 @@ class JobRun:
 
     def fail(self, error: str) -> None:
         self.tracker.log_text(self.run_id, error, "error.txt")
-        self.pending_tags["error"] = error.splitlines()[0] if error else ""
+        # Whole (a server's last log lines are the point of the message); the store cuts
+        # it at MLflow's tag limit, error.txt keeps every byte.
+        self.pending_tags["error"] = error
         self._end("FAILED")
 
     def kill(self, reason: str) -> None:

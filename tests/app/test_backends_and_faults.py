@@ -175,6 +175,29 @@ def test_a_server_that_does_not_start_is_reported_with_its_log(tmp_path: Path) -
     assert "no_such_key" in error  # the server's own message, from its log
 
 
+def test_a_multi_line_error_reaches_the_summary_the_error_tag_and_the_report_whole(tmp_path: Path) -> None:
+    """The server's own line comes after "Its last log lines:": no place may cut it off there."""
+    done = run_cfexp(tmp_path, "-m", *FAST_SIM, "+backend.settings.no_such_key=1", "temperature=0.6,0.8")
+    assert done.returncode == 1
+    summary = done.stderr.split("job(s) failed:", 1)[1]
+    assert "Its last log lines:" in summary and "no_such_key" in summary.split("Its last log lines:", 1)[1]
+    children = [r for r in runs_of(tmp_path) if r.data.tags.get("mlflow.parentRunId")]
+    assert len(children) == 2
+    for run in children:
+        tag = run.data.tags["error"]
+        assert "Its last log lines:" in tag and "no_such_key" in tag.split("Its last log lines:", 1)[1]
+    report = subprocess.run(
+        [sys.executable, "-m", "cfexp.cli", "report", "--experiment", "cfexp",
+         "--tracking-uri", f"sqlite:///{tmp_path}/mlruns/mlflow.db", "--out", str(tmp_path / "report")],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert report.returncode == 0, report.stderr[-2000:]
+    text = (tmp_path / "report" / "report.md").read_text()
+    in_full = text.split("Their errors in full:", 1)[1]
+    assert all(f"`{run.info.run_id}`" in in_full for run in children)
+    assert "no_such_key" in in_full.split("Its last log lines:", 1)[1]
+
+
 def test_cfexp_serve_injects_faults_into_an_attached_backend(tmp_path: Path) -> None:
     """`cfexp serve sim --settings '{"faults": …}'`: a standalone faulty server for any client."""
     port = free_port()
