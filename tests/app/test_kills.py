@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.app.test_e2e_sim import REPO, leftover_processes, run_cfexp, runs_of
+from tests.app.test_e2e_sim import REPO, client_for, leftover_processes, run_cfexp, runs_of
 
 pytestmark = pytest.mark.slow
 
@@ -69,6 +69,12 @@ def test_a_killed_process_fails_the_run_cleanly(tmp_path: Path, needle: str, mes
     assert run.info.status == "FAILED"
     if needle == "cfexp.serving":
         assert "instance=0" in done.stderr  # names the instance, its URL and pid
+    else:  # the killed agent's records so far and its stderr reach the run (docs/fault-model.md)
+        client = client_for(tmp_path)
+        kept = {a.path: a for a in client.list_artifacts(run.info.run_id)}
+        assert {"records.raw.jsonl", "agent.stderr.log"} <= set(kept), sorted(kept)
+        raw = Path(client.download_artifacts(run.info.run_id, "records.raw.jsonl", str(tmp_path / "dl"))).read_text()
+        assert [json.loads(line)["kind"] for line in raw.splitlines()][:2] == ["ready", "ingest"], raw[:500]
     assert leftover_processes(tmp_path) == []
 
 

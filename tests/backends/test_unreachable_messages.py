@@ -6,6 +6,7 @@ server is never told about start_if_absent (issue 13, item 4).
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from pathlib import Path
 
@@ -52,3 +53,16 @@ def test_the_message_fits_the_backend(
     assert never not in message, message
     if backend != "ollama" or not start_if_absent:
         assert isinstance(failure.value, ServerUnreachableError)
+
+
+def test_ollama_is_never_started_for_an_address_beyond_loopback(tmp_path: Path) -> None:
+    """192.0.2.0/24 is TEST-NET-1: nothing answers there; cfexp must not try `ollama serve` for it."""
+    marker = tmp_path / "started"
+    stand_in = tmp_path / "ollama"
+    stand_in.write_text(f"#!/bin/sh\ntouch {marker}\nsleep 30\n")
+    stand_in.chmod(0o755)
+    launch = spec("ollama", "http://192.0.2.1:11434", start_if_absent=True, external=False)
+    launch = dataclasses.replace(launch, binary=str(stand_in))
+    with pytest.raises(ServerUnreachableError, match="cfexp only starts servers on loopback"):
+        OllamaBackend().start(launch, 0, tmp_path, 5)
+    assert not marker.exists()

@@ -113,6 +113,18 @@ def test_volatile_keys_do_not_change_the_hash(compose_cfg: Callable[..., DictCon
     assert config_hash(_tree(compose_cfg(*OVERRIDES, "repetition=1"))) != base
 
 
+def test_a_changed_api_key_does_not_change_the_hash(compose_cfg: Callable[..., DictConfig]) -> None:
+    """The key is a secret, not a setting: a rotated key finds the same FINISHED runs (resume)."""
+    openai = ("backend=openai", "backend.url=http://127.0.0.1:8000", "scenario=single_inference")
+    first = _tree(compose_cfg(*openai, "backend.api_key=sk-first-0123456789"))
+    second = _tree(compose_cfg(*openai, "backend.api_key=sk-second-9876543210"))
+    assert "sk-first" not in str(first)  # masked in what is logged and hashed
+    assert config_hash(first) == config_hash(second)
+    assert config_hash(_tree(compose_cfg(*openai, "backend.api_key=sk-first-0123456789", "temperature=0.7"))) != (
+        config_hash(first)
+    )
+
+
 @pytest.fixture
 def tracker(tmp_path: Path) -> Tracker:
     return MlflowTracker(f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "artifacts")
