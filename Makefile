@@ -2,14 +2,14 @@
 # Each target sets up what it needs (idempotently) before it runs.
 PY := .venv/bin/python
 
-.PHONY: run test check setup postgres rust llama-server lint types test-rust test-python ui
+.PHONY: run test check setup postgres chromium rust llama-server lint types test-rust test-python ui
 
 ## Run the default experiment: Python agent, embedded Gemma 3 270M on llama.cpp.
 run: setup
 	$(PY) -m cfexp
 
 ## Run every test (Python and Rust) and the linters, exactly as CI does.
-test: setup postgres rust llama-server lint types test-rust test-python
+test: setup postgres chromium rust llama-server lint types test-rust test-python
 
 ## Formatting, lint, types and all tests for both languages.
 check: test
@@ -20,6 +20,10 @@ setup:
 ## PostgreSQL's programs for the shared-tracking tests (Debian's packages; installs when missing).
 postgres:
 	./scripts/postgres >/dev/null
+
+## Chromium for the browser test of `cfexp ui` (Debian's package; installs when missing).
+chromium:
+	./scripts/chromium >/dev/null
 
 ## Build every Rust agent variant (release, cached by cargo).
 rust:

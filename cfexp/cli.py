@@ -15,11 +15,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
+import signal
+import socket
 import sys
+import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from cfexp.errors import CfexpError, ConfigError
+from cfexp.errors import CfexpError, ConfigError, SetupError
+from cfexp.tracking.tags import VIEW_KEY, VIEW_TAG
+
+if TYPE_CHECKING:
+    from cfexp.backends.process import ManagedProcess
 
 
 def serve_settings(args: argparse.Namespace) -> dict[str, object]:
@@ -58,11 +66,79 @@ def _serve(args: argparse.Namespace) -> int:
     return serving_main(argv)
 
 
+def runs_page(base_url: str, experiment: Mapping[str, Any]) -> str:
+    """The MLflow UI's page of an experiment's runs table (from its REST API's experiment).
+
+    MLflow 3's UI opens an experiment on the GenAI "Overview" of traces unless the
+    page is asked for the "machine learning" workflow; cfexp's view
+    (``cfexp.tracking.store.ui_tags``) adds the key metrics as columns.
+    """
+    query = "workflowType=machine_learning"
+    if any(tag.get("key") == VIEW_TAG for tag in experiment.get("tags", [])):
+        query += f"&viewStateShareKey={VIEW_KEY}"
+    return f"{base_url}/#/experiments/{experiment['experiment_id']}/runs?{query}"
+
+
 def _ui(args: argparse.Namespace) -> int:
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(args.mlruns).resolve()}/mlflow.db"
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--port", str(args.port)]
-    print("running:", " ".join(command), flush=True)
-    return subprocess.call(command)
+    """MLflow's UI in a child process group that stops with cfexp (Ctrl-C, SIGTERM, or cfexp's death)."""
+    from cfexp.backends.process import ManagedProcess
+    from cfexp.childproc import launcher_path
+    from cfexp.signals import Terminated, install_cleanup_handlers
+
+    install_cleanup_handlers()  # SIGTERM takes Ctrl-C's path; the UI is stopped at exit
+    mlruns = Path(args.mlruns).resolve()
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{mlruns}/mlflow.db"
+    base_url = f"http://127.0.0.1:{args.port}"
+    if not _port_free(args.port):
+        raise SetupError(f"<port={args.port}> is in use on 127.0.0.1: stop what listens there, or pass --port")
+    # One worker: a UI for one person, and a smaller tree to start and stop.
+    argv = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--port", str(args.port), "--workers", "1"]
+    print("running:", " ".join(argv), flush=True)
+    launcher = launcher_path()
+    if launcher is not None:  # the UI stops even if cfexp is killed outright (PR_SET_PDEATHSIG)
+        argv = [str(launcher), str(mlruns / "ui.rusage.json"), *argv]
+    process = ManagedProcess("mlflow-ui", argv, mlruns / "ui.log", echo=sys.stderr)
+    try:
+        experiments = _wait_for_ui(process, base_url, args.timeout)
+        if experiments is None:
+            print(f"cfexp: the MLflow UI did not start; its log: {process.log_path}", file=sys.stderr)
+            return 1
+        print(f"MLflow UI: {base_url} (Ctrl-C stops it)", flush=True)
+        for experiment in experiments:
+            print(f"  {experiment['name']}: {runs_page(base_url, experiment)}", flush=True)
+        return process.popen.wait()
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop short
+        return 128 + (exc.signum if isinstance(exc, Terminated) else signal.SIGINT)
+    finally:
+        process.stop()
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _wait_for_ui(process: ManagedProcess, base_url: str, timeout_s: float) -> list[dict[str, Any]] | None:
+    """The store's experiments once the UI answers (MLflow's "Default" left out); None if it exited or timed out."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and process.alive():
+        try:
+            response = httpx.get(f"{base_url}/api/2.0/mlflow/experiments/search", params={"max_results": 1000})
+        except httpx.HTTPError:
+            time.sleep(0.5)
+            continue
+        if response.status_code == 200:
+            found = response.json().get("experiments", [])
+            return [e for e in found if not (e["experiment_id"] == "0" and e["name"] == "Default")]
+        time.sleep(0.5)
+    return None
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -169,9 +245,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--ground-truth", default=None, help="append per-request chunk times to this JSONL file")
     serve.set_defaults(func=_serve)
 
-    ui = commands.add_parser("ui", help="open the MLflow UI on cfexp's default store")
-    ui.add_argument("--mlruns", default="mlruns", help="folder of the SQLite store (default: ./mlruns)")
-    ui.add_argument("--port", type=int, default=5000)
+    ui = commands.add_parser(
+        "ui", help="the MLflow UI on cfexp's default store; prints each experiment's runs page (Ctrl-C stops it)"
+    )
+    ui.add_argument(
+        "--mlruns", default="mlruns",
+        help="folder of the SQLite store (default: ./mlruns); $MLFLOW_TRACKING_URI overrides it",
+    )
+    ui.add_argument("--port", type=int, default=5000, help="on 127.0.0.1 (default: 5000)")
+    ui.add_argument(
+        "--timeout", type=float, default=180.0, help="seconds to wait for the UI to answer (default: 180)"
+    )
     ui.set_defaults(func=_ui)
 
     report = commands.add_parser("report", help="statistics, tables and figures of tracked runs (docs/reports.md)")

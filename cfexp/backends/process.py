@@ -20,6 +20,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
 from cfexp import signals
 from cfexp.childproc import kill_group
@@ -34,7 +35,8 @@ class ManagedProcess:
     """A started child with its output captured to a log file.
 
     ``ready_marker``: a line prefix the child prints on stdout when it is
-    ready; :meth:`wait_ready` returns that line. Other output goes to the log.
+    ready; :meth:`wait_ready` returns that line. Other output goes to the log,
+    and to ``echo`` too when given (``cfexp ui`` shows MLflow's on the terminal).
     """
 
     def __init__(
@@ -44,11 +46,13 @@ class ManagedProcess:
         log_path: Path,
         env: dict[str, str] | None = None,
         ready_marker: str | None = None,
+        echo: TextIO | None = None,
     ) -> None:
         self.name = name
         self.argv = list(argv)
         self.log_path = log_path
         self._ready_marker = ready_marker
+        self._echo = echo
         self._ready_line: str | None = None
         self._ready_event = threading.Event()
         self._tail: deque[str] = deque(maxlen=40)
@@ -90,6 +94,12 @@ class ManagedProcess:
             self._tail.append(line.rstrip("\n"))
             self._log.write(line)
             self._log.flush()
+            if self._echo is not None:
+                try:
+                    self._echo.write(line)
+                    self._echo.flush()
+                except (OSError, ValueError):  # the terminal went away: keep draining into the log
+                    self._echo = None
         self._ready_event.set()  # EOF: wake waiters, the child is gone
 
     def wait_ready(self, timeout_s: float) -> str | None:

@@ -103,15 +103,29 @@ def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
-def run_name(overrides: list[str], swept_keys: list[str] | None = None) -> str:
-    """Say what differs: in a sweep the swept keys only, else every override.
+def _named(overrides: list[str]) -> list[str]:
+    """The overrides that may name a run: not paths, Hydra's own settings or a sweeper's trial info."""
+    return [o for o in overrides if not _key(o).startswith(("hydra.", "paths.", "trial."))]
 
-    Paths, Hydra's own settings and a sweeper's trial info never name a run.
-    """
-    shown = [o for o in overrides if not _key(o).startswith(("hydra.", "paths.", "trial."))]
+
+def run_name(overrides: list[str], swept_keys: list[str] | None = None) -> str:
+    """Say what differs: in a sweep the swept keys only, else every override (:func:`_named`)."""
+    shown = _named(overrides)
     if swept_keys:
         shown = [o for o in shown if _key(o) in swept_keys] or shown
     return " ".join(shown) if shown else "defaults"
+
+
+def sweep_name(sweep_dir: Path, overrides: list[str], swept_keys: list[str]) -> str:
+    """The parent run's name: its folder, then the swept values, then what is fixed.
+
+    ``sweep 14-02-51: temperature=0.6,0.8 | backend=sim num_predict=4``: the
+    runs table cuts long names, so what the sweep varies comes first.
+    """
+    shown = _named(overrides)
+    swept = [o for o in shown if _key(o) in swept_keys]
+    fixed = [o for o in shown if _key(o) not in swept_keys]
+    return f"sweep {sweep_dir.name}: " + (" | ".join(" ".join(part) for part in (swept, fixed) if part) or "defaults")
 
 
 def start_parent(
@@ -129,7 +143,7 @@ def start_parent(
     else:
         run_id = tracker.start_run(
             experiment,
-            run_name=f"sweep {sweep_dir.name}: {' '.join(overrides)}",
+            run_name=sweep_name(sweep_dir, overrides, swept_keys),
             tags={
                 PARENT_TAG: "parent",
                 SWEEP_KEY_TAG: sweep_key(overrides),

@@ -15,6 +15,7 @@ migrate it at the same time.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cfexp.errors import TrackingError
+from cfexp.metrics.catalog import plotted
+from cfexp.tracking.tags import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, VIEW_TAG
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,18 @@ def resolve_uri(configured: str | None, mlruns_dir: Path) -> str:
         return from_env
     mlruns_dir.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{(mlruns_dir / 'mlflow.db').resolve()}"
+
+
+def ui_tags() -> dict[str, str]:
+    """The experiment tags that make MLflow's UI show cfexp's runs table (docs/getting-started.md).
+
+    The experiment kind says "machine learning", not "GenAI": runs with params
+    and metrics, not traces. The view (a "shared view" of MLflow's runs table,
+    opened by ``cfexp ui``'s link) shows the key metrics, those the report
+    plots, as columns.
+    """
+    view = {"selectedColumns": [f"metrics.`{name}`" for name in plotted()]}
+    return {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, VIEW_TAG: json.dumps(view)}
 
 
 class Tracker(Protocol):
@@ -130,18 +145,25 @@ class MlflowTracker(Tracker):
         try:
             experiment = self._client.get_experiment_by_name(name)
             if experiment is not None:
+                self._add_ui_tags(str(experiment.experiment_id), experiment.tags)
                 return str(experiment.experiment_id)
             location = None
             if self.uri.startswith("sqlite:"):
                 self._artifact_root.mkdir(parents=True, exist_ok=True)
                 location = self._artifact_root.resolve().as_uri()
-            return str(self._client.create_experiment(name, artifact_location=location))
+            return str(self._client.create_experiment(name, artifact_location=location, tags=ui_tags()))
         except MlflowException as exc:
             # Two processes may create it at once: the loser finds it on the retry.
             experiment = self._client.get_experiment_by_name(name)
             if experiment is not None:
                 return str(experiment.experiment_id)
             raise TrackingError(f"cannot create experiment <tracking.experiment={name}>: {exc}") from exc
+
+    def _add_ui_tags(self, experiment_id: str, tags: Mapping[str, str]) -> None:
+        """An experiment made before cfexp wrote :func:`ui_tags` gets the ones it lacks (once)."""
+        for key, value in ui_tags().items():
+            if key not in tags:
+                self._client.set_experiment_tag(experiment_id, key, value)
 
     def start_run(
         self,

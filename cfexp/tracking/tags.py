@@ -20,3 +20,12 @@ JOBS_TAG = "sweep.jobs"
 # On a job run: why its numbers are doubtful (" | "-separated), and the metrics out of their range.
 WARNINGS_TAG = "measurement_warnings"
 OUT_OF_RANGE_TAG = "out_of_range_metrics"
+
+# On every experiment cfexp creates: MLflow 3's experiment kind, "custom_model_development"
+# (its UI's "Machine learning"): runs with metrics and params, not GenAI traces.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+# On every experiment cfexp creates: a view of its runs table that the MLflow UI opens with
+# ``?viewStateShareKey=cfexp`` (the key metrics as columns); the prefix is MLflow's own.
+VIEW_KEY = "cfexp"
+VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
