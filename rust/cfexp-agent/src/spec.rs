@@ -486,9 +486,18 @@ mod tests {
     #[test]
     fn nonce_text_names_a_hash_agent_and_call() {
         // The same texts as the Python agent's test (tests/agents/test_spec.py).
-        assert_eq!(nonce_text("3f9a0c71d2be", "agent_1", 2), "Request 13ef6640b063-1-2.\n");
-        assert_eq!(nonce_text("a1b2", "agent_3", 1), "Request ff7c5915105b-3-1.\n");
-        assert_eq!(nonce_text("a1b2", "solo", 0), "Request 600504612fac-solo-0.\n");
+        assert_eq!(
+            nonce_text("3f9a0c71d2be", "agent_1", 2),
+            "Request 13ef6640b063-1-2.\n"
+        );
+        assert_eq!(
+            nonce_text("a1b2", "agent_3", 1),
+            "Request ff7c5915105b-3-1.\n"
+        );
+        assert_eq!(
+            nonce_text("a1b2", "solo", 0),
+            "Request 600504612fac-solo-0.\n"
+        );
     }
 
     #[test]
