@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import Mapping
@@ -81,6 +80,7 @@ def runs_page(base_url: str, experiment: Mapping[str, Any]) -> str:
 
 def _ui(args: argparse.Namespace) -> int:
     """MLflow's UI in a child process group that stops with cfexp (Ctrl-C, SIGTERM, or cfexp's death)."""
+    from cfexp.backends.net import port_free
     from cfexp.backends.process import ManagedProcess
     from cfexp.childproc import launcher_path
     from cfexp.signals import Terminated, install_cleanup_handlers
@@ -89,7 +89,7 @@ def _ui(args: argparse.Namespace) -> int:
     mlruns = Path(args.mlruns).resolve()
     uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{mlruns}/mlflow.db"
     base_url = f"http://127.0.0.1:{args.port}"
-    if not _port_free(args.port):
+    if not port_free("127.0.0.1", args.port):
         raise SetupError(f"<port={args.port}> is in use on 127.0.0.1: stop what listens there, or pass --port")
     # One worker: a UI for one person, and a smaller tree to start and stop.
     argv = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--port", str(args.port), "--workers", "1"]
@@ -112,15 +112,6 @@ def _ui(args: argparse.Namespace) -> int:
         return 128 + (exc.signum if isinstance(exc, Terminated) else signal.SIGINT)
     finally:
         process.stop()
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _wait_for_ui(process: ManagedProcess, base_url: str, timeout_s: float) -> list[dict[str, Any]] | None:

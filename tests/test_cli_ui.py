@@ -15,6 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from cfexp.backends.net import port_free
 from cfexp.cli import runs_page
 from cfexp.tracking.tags import VIEW_TAG
 from tests.app.test_e2e_sim import FAST_SIM, run_cfexp
@@ -39,15 +40,6 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 class Ui:
@@ -139,12 +131,12 @@ def test_sigterm_stops_cfexp_ui_and_every_process_of_the_mlflow_server(
     tree = ui.tree()
     names = " ".join(" ".join(p.cmdline()) for p in tree)
     assert "uvicorn" in names and "mlflow" in names, names  # the server really is below cfexp ui
-    assert not _port_free(ui.port)
+    assert not port_free("127.0.0.1", ui.port)
 
     assert ui.stop(signal.SIGTERM) == 128 + signal.SIGTERM
     _, alive = psutil.wait_procs(tree, timeout=10)
     assert alive == [], [" ".join(p.cmdline()) for p in alive]
-    assert _port_free(ui.port)
+    assert port_free("127.0.0.1", ui.port)
 
 
 @pytest.mark.slow

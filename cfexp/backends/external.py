@@ -9,39 +9,20 @@ command. ``openai``: attach only; the API key is sent, never logged.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import shutil
-import socket
 import time
 from pathlib import Path
 
 import httpx
 
 from cfexp.backends.base import LaunchSpec, ServerInstance
+from cfexp.backends.net import is_loopback, port_free
 from cfexp.backends.process import ManagedProcess
 from cfexp.childproc import launcher_path
 from cfexp.errors import ModelNotAvailableError, ServerStartError, ServerUnreachableError, SetupError
 
 _INSTALL_HINT = "install Ollama (https://ollama.com/download) or give backend.url of a running one"
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def _ollama_version(base_url: str) -> str | None:
@@ -96,7 +77,7 @@ class OllamaBackend:
                 f"no server answers at {where}: start it there, or {address}; "
                 "with backend.start_if_absent=true cfexp starts `ollama serve` there itself"
             )
-        if not _is_loopback(host):
+        if not is_loopback(host):
             raise ServerUnreachableError(
                 f"no Ollama answers at {where}, and cfexp only starts servers on loopback: "
                 "check the URL and that the server is running"
@@ -105,7 +86,7 @@ class OllamaBackend:
         binary = shutil.which(wanted)
         if binary is None:
             raise SetupError(f"no Ollama answers at {where} and `{wanted}` is not on PATH: {_INSTALL_HINT}")
-        if not _port_free(host, port):
+        if not port_free(host, port):
             raise ServerStartError(
                 f"port {port} is in use by something that is not Ollama {where}: "
                 "stop it or choose another backend.url"

@@ -51,9 +51,9 @@ from typing import Any
 import httpx
 
 from cfexp.backends.base import LaunchSpec, ServerInstance
-from cfexp.backends.external import _is_loopback, _port_free
 from cfexp.backends.llama_server_build import LlamaServerBuild
 from cfexp.backends.model_files import embedded_gguf
+from cfexp.backends.net import is_loopback, port_free
 from cfexp.backends.process import ManagedProcess
 from cfexp.childproc import launcher_path
 from cfexp.errors import ServerStartError, ServerUnreachableError, SetupError
@@ -325,12 +325,12 @@ class LlamaServerBackend:
             raise ServerUnreachableError(
                 f"no llama-server answers at {where}: start it, or set backend.start_if_absent=true"
             )
-        if not _is_loopback(url.host):
+        if not is_loopback(url.host):
             raise ServerUnreachableError(
                 f"no llama-server answers at {where}, and cfexp only starts servers on loopback: "
                 "check the URL and that the server is running"
             )
-        if not _port_free(url.host, url.port or 8080):
+        if not port_free(url.host, url.port or 8080):
             raise ServerStartError(
                 f"port {url.port} is in use by something that is not a llama-server {where}: "
                 "stop it, choose another backend.url, or backend.url=null (a free port)"
