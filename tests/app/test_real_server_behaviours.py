@@ -107,9 +107,11 @@ def test_allow_primes_every_job_so_its_measured_calls_are_all_warm(tmp_path: Pat
         priming = _calls(job / "phases" / "priming" / "records.jsonl")
         measured = _calls(job / "records.jsonl")
         assert priming and all(call["prompt_nonce"] is None for call in priming + measured)
+        for call in measured:
+            assert call["prompt_tokens_cached"] >= call["prompt_tokens"] - 1, call  # all but the last token
         cached_by_job.append([(call["step"], call["prompt_tokens_cached"]) for call in measured])
-    assert len(cached_by_job) == 3
-    assert cached_by_job[0] == cached_by_job[1] == cached_by_job[2]  # the first job is warm like the others
+    assert len(cached_by_job) == 2
+    assert cached_by_job[0] == cached_by_job[1]  # the first job is warm like the others
 
 
 def test_a_simulator_is_simulated_behind_every_backend_kind(sim_server: str, tmp_path: Path) -> None:  # noqa: F811
