@@ -194,13 +194,18 @@ def against_baseline(
 
 
 def _first(group: pd.DataFrame, metric: str) -> float | None:
-    values = group.dropna(subset=[metric])
-    if values.empty:
+    """The value of the group's first repetition (then the smallest run id; runs without a number last)."""
+    values = group[metric].to_numpy(dtype=float)
+    has = ~np.isnan(values)
+    if not has.any():
         return None
-    if REPETITION in values.columns:
-        repetition = pd.to_numeric(values[REPETITION], errors="coerce")
-        values = values.assign(_rep=repetition).sort_values(["_rep", "run_id"], na_position="last")
-    return float(values[metric].iloc[0])
+    if REPETITION not in group.columns:
+        return float(values[has][0])
+    repetition = pd.to_numeric(group[REPETITION], errors="coerce").to_numpy(dtype=float)[has]
+    run_ids = group["run_id"].to_numpy()[has]
+    first = min(range(len(run_ids)), key=lambda i: (
+        (1, 0.0, run_ids[i]) if np.isnan(repetition[i]) else (0, repetition[i], run_ids[i])))
+    return float(values[has][first])
 
 
 def _original(base: pd.DataFrame, candidate: pd.DataFrame, metric: str, higher: bool) -> bool | None:
