@@ -51,10 +51,10 @@ def _save(fig: Figure, out: Path, name: str) -> str:
 def distributions(used: pd.DataFrame, metric: str, out: Path, prefix: str) -> str | None:
     """Box plot of a metric's per-run values, one box per config."""
     column = f"metrics.{metric}"
+    if not 0 < used.loc[used[column].notna(), "config"].nunique() <= MAX_BOXES:  # counted before splitting
+        return None
     groups = [(str(k), g[column].dropna().to_numpy(dtype=float)) for k, g in used.groupby("config", sort=False)]
     groups = [(k, v) for k, v in groups if len(v)]
-    if not groups or len(groups) > MAX_BOXES:
-        return None
     fig, ax = _subplots(figsize=(8, 1.2 + 0.28 * len(groups)))
     ax.boxplot([v for _, v in groups], vert=False, showmeans=True)
     ax.set_yticks(range(1, len(groups) + 1), [k for k, _ in groups], fontsize=7)
