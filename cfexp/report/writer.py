@@ -493,8 +493,8 @@ def _appendix(runset: RunSet, out: Path) -> list[str]:
     lines += ["### Runs per config (used)", ""]
     keys = ["provenance", "design", "config"]
     rows = [[provenance, *([design] if several else []), config, len(g),
-             " ".join(f"`{i}`" for i in sorted(g["run_id"]))]
-            for (provenance, design, config), g in runset.used.groupby(keys, sort=False)]
+             " ".join(f"`{i}`" for i in sorted(g))]
+            for (provenance, design, config), g in runset.used.groupby(keys, sort=False)["run_id"]]
     lines += [md.table(["provenance", *(["design"] if several else []), "config", "n", "run ids"], rows), ""]
     return lines
 
