@@ -64,7 +64,7 @@ def describe_many(groups: Sequence[Sequence[float] | np.ndarray], confidence: fl
     per group.
     """
     summaries: list[Summary] = []
-    tested: list[int] = []  # groups whose interval comes from the t distribution
+    tested: list[tuple[int, int, float, float]] = []  # (group, n, mean, std): intervals from the t distribution
     for values in groups:
         x = _clean(values)
         n = len(x)
@@ -77,20 +77,19 @@ def describe_many(groups: Sequence[Sequence[float] | np.ndarray], confidence: fl
         if n >= 2:
             std = float(np.std(x, ddof=1))
             cv = std / abs(mean) if mean != 0 else None
-        if n >= MIN_N_TEST:
+        if n >= MIN_N_TEST and std is not None:
             # With 2 runs the interval is mean ± 12.7 SEs from one degree of freedom: not shown ("n<3").
             if std == 0:
                 low = mean
             else:
-                tested.append(len(summaries))
+                tested.append((len(summaries), n, mean, std))
         summaries.append(Summary(n, mean, float(np.median(x)), std, cv, low, low, p50, p95, p99))
     if tested:
-        chosen = [summaries[i] for i in tested]
         lows, highs = stats.t.interval(
-            confidence, np.array([s.n - 1 for s in chosen]), loc=np.array([s.mean for s in chosen], dtype=float),
-            scale=np.array([s.std / s.n**0.5 for s in chosen if s.std is not None], dtype=float),
+            confidence, np.array([n - 1 for _, n, _, _ in tested]), loc=np.array([m for _, _, m, _ in tested]),
+            scale=np.array([s / n**0.5 for _, n, _, s in tested]),  # scipy.stats.sem: std(ddof=1) / n ** 0.5
         )
-        for i, low, high in zip(tested, lows, highs, strict=True):
+        for (i, _, _, _), low, high in zip(tested, lows, highs, strict=True):
             summaries[i] = replace(summaries[i], ci_low=float(low), ci_high=float(high))
     return summaries
 
