@@ -252,7 +252,8 @@ def prepare(
 
 def _sorter(column: pd.Series) -> pd.Series:
     if column.name == "config":
-        return column.map(config_sort_key)
+        keys = {label: config_sort_key(label) for label in column.unique()}  # each label once, not each run
+        return column.map(keys)
     if column.name == "design":
         return column.map(lambda d: (len(d), d))  # D2 before D10
     return column

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from typing import cast
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, cast
 
 import pandas as pd
+
+# One row of a table: column -> value.
+Row = Mapping[str, Any]
 
 
 def num(value: object, digits: int = 4) -> str:
@@ -44,16 +47,24 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join(lines)
 
 
-def frame_rows(frame: pd.DataFrame, columns: Sequence[tuple[str, Callable[[pd.Series], object]]]) -> str:
-    """A markdown table from a DataFrame: (header, row -> cell) per column."""
-    return table([h for h, _ in columns], [[f(r) for _, f in columns] for _, r in frame.iterrows()])
+def frame_rows(frame: pd.DataFrame, columns: Sequence[tuple[str, Callable[[Row], object]]]) -> str:
+    """A markdown table from a DataFrame: (header, row -> cell) per column.
+
+    Each row is a mapping column -> value holding what ``DataFrame.iterrows``
+    would give (both read ``DataFrame.values``: Python objects when the
+    columns' types differ, numpy scalars when they share one), without a
+    Series built per row: the per-config tables have thousands of rows.
+    """
+    names = list(frame.columns)
+    rows = [dict(zip(names, values, strict=True)) for values in frame.to_numpy()]
+    return table([h for h, _ in columns], [[f(r) for _, f in columns] for r in rows])
 
 
 def _untested(note: object) -> bool:
     return note in ("n<3", "no variance")
 
 
-def ci_cell(row: pd.Series) -> str:
+def ci_cell(row: Row) -> str:
     """The 95 % CI of a mean, or "n<3" (no interval from fewer than 3 runs)."""
     if int(row["n"]) < 3:
         return "n<3"
@@ -152,7 +163,7 @@ def multi_agent_runs_table(frame: pd.DataFrame) -> str:
     ])
 
 
-def _flagged(row: pd.Series, metric: str) -> str:
+def _flagged(row: Row, metric: str) -> str:
     """A per-run value, marked when it is out of range (excluded from every statistic)."""
     text = num(row.get(metric))
     return text + " (out of range, excluded)" if metric in str(row.get("out_of_range", "")).split(",") else text

@@ -8,17 +8,17 @@ software versions in the PNG metadata, groups drawn in sorted order.
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
 from cfexp.report.load import short, sort_key
 from cfexp.report.stats import describe
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 # No creation time, no version string: the same data makes the same bytes.
 _METADATA = {"Software": None}
@@ -26,20 +26,36 @@ _METADATA = {"Software": None}
 MAX_BOXES = 60
 
 
+def _pyplot() -> ModuleType:
+    """matplotlib's pyplot on the Agg backend, imported when the first figure is drawn (not before)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _subplots(*args: int, **kwargs: Any) -> tuple[Figure, Any]:
+    """pyplot's ``subplots`` (one Axes, or an array of them with ``squeeze=False``)."""
+    fig, axes = _pyplot().subplots(*args, **kwargs)
+    return fig, axes
+
+
 def _save(fig: Figure, out: Path, name: str) -> str:
     fig.savefig(out / name, dpi=90, metadata=_METADATA, bbox_inches="tight")
-    plt.close(fig)
+    _pyplot().close(fig)
     return name
 
 
 def distributions(used: pd.DataFrame, metric: str, out: Path, prefix: str) -> str | None:
     """Box plot of a metric's per-run values, one box per config."""
     column = f"metrics.{metric}"
+    if not 0 < used.loc[used[column].notna(), "config"].nunique() <= MAX_BOXES:  # counted before splitting
+        return None
     groups = [(str(k), g[column].dropna().to_numpy(dtype=float)) for k, g in used.groupby("config", sort=False)]
     groups = [(k, v) for k, v in groups if len(v)]
-    if not groups or len(groups) > MAX_BOXES:
-        return None
-    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.28 * len(groups)))
+    fig, ax = _subplots(figsize=(8, 1.2 + 0.28 * len(groups)))
     ax.boxplot([v for _, v in groups], vert=False, showmeans=True)
     ax.set_yticks(range(1, len(groups) + 1), [k for k, _ in groups], fontsize=7)
     ax.invert_yaxis()
@@ -62,7 +78,7 @@ def throughput_vs_ttft(used: pd.DataFrame, factors: list[str], out: Path, prefix
     if data.empty:
         return None
     hue = _hue(data, factors)
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig, ax = _subplots(figsize=(6, 4.5))
     levels = sorted(data[hue].unique(), key=sort_key) if hue else ["all runs"]
     for level in levels:
         part = data[data[hue] == level] if hue else data
@@ -85,7 +101,7 @@ def efficiency(used: pd.DataFrame, factors: list[str], out: Path, prefix: str) -
     by = [c for c in ("params.topology.name", "params.runtime.name") if c in used.columns]
     labels = used[by].astype(str).agg(" ".join, axis=1) if by else pd.Series("all", index=used.index)
     keys = sorted(labels.unique(), key=lambda s: tuple(sort_key(p) for p in s.split(" ")))
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 1.5 + 0.35 * len(keys)), squeeze=False)
+    fig, axes = _subplots(1, len(metrics), figsize=(5 * len(metrics), 1.5 + 0.35 * len(keys)), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
         values = [used.loc[labels == k, f"metrics.{metric}"].dropna().to_numpy(dtype=float) for k in keys]
         ax.boxplot(values, vert=False, showmeans=True)
@@ -103,7 +119,7 @@ def versus_parameter(used: pd.DataFrame, factors: list[str], metric: str, out: P
     if column not in used.columns or not numeric:
         return None
     hue = _hue(used, factors)
-    fig, axes = plt.subplots(1, len(numeric), figsize=(4.2 * len(numeric), 3.6), squeeze=False)
+    fig, axes = _subplots(1, len(numeric), figsize=(4.2 * len(numeric), 3.6), squeeze=False)
     for ax, parameter in zip(axes[0], numeric, strict=True):
         levels = sorted(used[hue].unique(), key=sort_key) if hue else [None]
         for level in levels:
@@ -133,7 +149,7 @@ def optimization_history(
     far among searched trials, the best trials ringed, failed trials as marks on the axis."""
     if trials.empty:
         return None
-    fig, axes = plt.subplots(len(metrics), 1, figsize=(7, 2.8 * len(metrics)), squeeze=False, sharex=True)
+    fig, axes = _subplots(len(metrics), 1, figsize=(7, 2.8 * len(metrics)), squeeze=False, sharex=True)
     complete = trials[trials["state"] == "COMPLETE"].sort_values("trial")
     failed = trials[trials["state"] == "FAIL"].sort_values("trial")
     for ax, metric, direction in zip(axes[:, 0], metrics, directions, strict=True):
@@ -179,7 +195,7 @@ def run_order(used: pd.DataFrame, metrics: list[str], out: Path, prefix: str) ->
             panels.append((metric, data["position"].to_numpy(dtype=float), residual.to_numpy(dtype=float)))
     if not panels:
         return None
-    fig, axes = plt.subplots(len(panels), 1, figsize=(7, 2.4 * len(panels)), squeeze=False, sharex=True)
+    fig, axes = _subplots(len(panels), 1, figsize=(7, 2.4 * len(panels)), squeeze=False, sharex=True)
     for ax, (metric, xs, ys) in zip(axes[:, 0], panels, strict=True):
         ax.scatter(xs, ys, s=14, alpha=0.7)
         ax.axhline(0.0, color="tab:gray", linewidth=1, linestyle=":")

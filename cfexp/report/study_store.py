@@ -14,10 +14,13 @@ import logging
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import optuna
 import pandas as pd
-from optuna.trial import FrozenTrial
+
+if TYPE_CHECKING:  # optuna is imported when a study is read: a report without one never loads it
+    import optuna
+    from optuna.trial import FrozenTrial
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,8 @@ def storage_of(name: str, parents: pd.DataFrame) -> str | None:
 
 def read_study(name: str, url: str) -> StoredStudy:
     """Read study ``name`` from ``url``: an RDB URL or ``journal:<file>``."""
+    import optuna
+
     try:
         storage = _open(url)
     except Exception as exc:
@@ -82,6 +87,8 @@ def read_study(name: str, url: str) -> StoredStudy:
 
 
 def _open(url: str) -> optuna.storages.BaseStorage:
+    import optuna
+
     if url.startswith(JOURNAL_PREFIX):
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend

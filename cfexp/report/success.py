@@ -38,6 +38,8 @@ from cfexp.report.stats import MIN_N_TEST, Proportion, compare, compare_to_refer
 
 DEFAULT_BASELINE = {"options_mode": "server_defaults"}
 DEFAULT_METRIC = "throughput_tok_s"
+# The repetition param as a number, a column of pairs()'s working copy of the runs.
+_REPETITION_NUMBER = "_repetition"
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,8 @@ def pairs(used: pd.DataFrame, factors: list[str], rule: SuccessRule) -> pd.DataF
     frame = used.copy()
     for column in group_cols:
         frame[column] = frame[column].fillna("-").astype(str)
+    if REPETITION in frame.columns:  # parsed once here, not in each group
+        frame[_REPETITION_NUMBER] = pd.to_numeric(frame[REPETITION], errors="coerce").astype(float)
     grouped = {k if isinstance(k, tuple) else (k,): g for k, g in frame.groupby(group_cols, sort=False)}
     base_values = tuple(baseline.values())
     for key in sorted(grouped, key=lambda k: tuple(sort_key(v) for v in k)):
@@ -194,13 +198,19 @@ def against_baseline(
 
 
 def _first(group: pd.DataFrame, metric: str) -> float | None:
-    values = group.dropna(subset=[metric])
-    if values.empty:
+    """The value of the group's first repetition (then the smallest run id; runs without a number last)."""
+    values = group[metric].to_numpy(dtype=float)
+    has = ~np.isnan(values)
+    if not has.any():
         return None
-    if REPETITION in values.columns:
-        repetition = pd.to_numeric(values[REPETITION], errors="coerce")
-        values = values.assign(_rep=repetition).sort_values(["_rep", "run_id"], na_position="last")
-    return float(values[metric].iloc[0])
+    if REPETITION not in group.columns:
+        return float(values[has][0])
+    repetition = (group[_REPETITION_NUMBER] if _REPETITION_NUMBER in group.columns else pd.to_numeric(
+        group[REPETITION], errors="coerce")).to_numpy(dtype=float)[has]
+    run_ids = group["run_id"].to_numpy()[has]
+    first = min(range(len(run_ids)), key=lambda i: (
+        (1, 0.0, run_ids[i]) if np.isnan(repetition[i]) else (0, repetition[i], run_ids[i])))
+    return float(values[has][first])
 
 
 def _original(base: pd.DataFrame, candidate: pd.DataFrame, metric: str, higher: bool) -> bool | None:

@@ -14,7 +14,7 @@ import pandas as pd
 
 from cfexp.metrics import catalog
 from cfexp.report.load import WARNING_SEPARATOR, short, sort_key
-from cfexp.report.stats import NO_VARIANCE, compare, describe, holm, trend, wilson
+from cfexp.report.stats import NO_VARIANCE, compare, describe, describe_many, holm, trend, wilson
 
 # Metrics of the per-config tables and comparisons: the catalogue's reported ones.
 METRICS: tuple[str, ...] = tuple(catalog.reported())
@@ -65,27 +65,35 @@ def config_stats(used: pd.DataFrame, factors: list[str], removed: pd.DataFrame |
     per config and metric in ``out_of_range``; they are in no other column).
     ``warned_runs``: runs of the config with at least one measurement warning.
     """
-    rows = []
     gone = removed if removed is not None and not removed.empty else pd.DataFrame(columns=["run_id", "metric"])
     metrics = sorted(set(present_metrics(used)) | (set(gone["metric"]) & set(METRICS)), key=METRICS.index)
     config_of = used.set_index("run_id")["config"]
     counts = gone.assign(config=gone["run_id"].map(config_of)).groupby(["config", "metric"]).size().to_dict()
-    for config, group in used.groupby("config", sort=False):
-        base = {short(c): group[c].iloc[0] for c in factors}
-        run_ids = " ".join(sorted(group["run_id"]))
-        for metric in metrics:
-            column = f"metrics.{metric}"
-            values = group[column].to_numpy(dtype=float) if column in group.columns else np.array([])
-            summary = describe(values)
-            out_of_range = int(counts.get((config, metric), 0))
-            if summary.n == 0 and out_of_range == 0:
-                continue
-            rows.append({
-                "config": config, **base, "metric": metric, **summary.__dict__, "out_of_range": out_of_range,
-                "warned_runs": int((group["warnings"] > 0).sum()), "warnings": int(group["warnings"].sum()),
-                "run_ids": run_ids,
-            })
-    return pd.DataFrame(rows)
+    # The configs in the order of their first run (groupby's sort=False), each as row positions: numpy
+    # arrays are sliced per config, not the frame (hundreds of configs, each a few metrics).
+    codes, configs = pd.factorize(used["config"])
+    order = np.argsort(codes, kind="stable")
+    order = order[codes[order] >= 0]  # a missing config is in no group, as with groupby
+    bounds = np.cumsum(np.bincount(codes[codes >= 0], minlength=len(configs)))
+    members = np.split(order, bounds[:-1]) if len(configs) else []
+    first = {c: used[c].to_numpy() for c in factors}
+    run_id = used["run_id"].to_numpy()
+    warning_counts = used["warnings"].to_numpy()
+    values = {m: used[f"metrics.{m}"].to_numpy(dtype=float) for m in metrics if f"metrics.{m}" in used.columns}
+    cells = [(config, rows, metric) for config, rows in zip(configs, members, strict=True) for metric in metrics]
+    summaries = describe_many([values[m][rows] if m in values else np.array([]) for _, rows, m in cells])
+    table = []
+    for (config, rows, metric), summary in zip(cells, summaries, strict=True):
+        out_of_range = int(counts.get((config, metric), 0))
+        if summary.n == 0 and out_of_range == 0:
+            continue
+        table.append({
+            "config": config, **{short(c): first[c][rows[0]] for c in factors}, "metric": metric,
+            **summary.__dict__, "out_of_range": out_of_range,
+            "warned_runs": int((warning_counts[rows] > 0).sum()), "warnings": int(warning_counts[rows].sum()),
+            "run_ids": " ".join(sorted(run_id[rows])),
+        })
+    return pd.DataFrame(table)
 
 
 def comparisons(used: pd.DataFrame, factors: list[str], alpha: float = 0.05) -> pd.DataFrame:

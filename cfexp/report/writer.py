@@ -13,6 +13,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -22,7 +23,9 @@ from cfexp.metrics import catalog
 from cfexp.report import markdown as md
 from cfexp.report import plots, study_store, success, tables
 from cfexp.report.load import ORDER_TAG, SEED_TAG, RunSet, design_differences, load_runs, short
-from cfexp.report.study import ALL_OBJECTIVES, StudyTables, study_tables
+
+if TYPE_CHECKING:
+    from cfexp.report.study import StudyTables
 
 log = logging.getLogger(__name__)
 
@@ -372,6 +375,8 @@ def _success(used: pd.DataFrame, factors: list[str], options: ReportOptions, out
 
 def _study(runset: RunSet, name: str, options: ReportOptions, out: Path, prefix: str) -> list[str]:
     """The section of one Optuna study whose trials are among the runs (docs/reports.md)."""
+    from cfexp.report.study import study_tables  # optuna and scikit-learn: only for a report with a study
+
     lines = [f"## Optuna study `{name}`", ""]
     url = options.study_storage or study_store.storage_of(name, runset.parents)
     if url is None:
@@ -421,6 +426,8 @@ def _study(runset: RunSet, name: str, options: ReportOptions, out: Path, prefix:
 
 
 def _study_success(t: StudyTables, options: ReportOptions, out: Path, prefix: str) -> list[str]:
+    from cfexp.report.study import ALL_OBJECTIVES
+
     if t.rates.empty:
         return []
     n_base = int(t.verdicts["n_baseline"].max()) if not t.verdicts.empty else 0
@@ -486,8 +493,8 @@ def _appendix(runset: RunSet, out: Path) -> list[str]:
     lines += ["### Runs per config (used)", ""]
     keys = ["provenance", "design", "config"]
     rows = [[provenance, *([design] if several else []), config, len(g),
-             " ".join(f"`{i}`" for i in sorted(g["run_id"]))]
-            for (provenance, design, config), g in runset.used.groupby(keys, sort=False)]
+             " ".join(f"`{i}`" for i in sorted(g))]
+            for (provenance, design, config), g in runset.used.groupby(keys, sort=False)["run_id"]]
     lines += [md.table(["provenance", *(["design"] if several else []), "config", "n", "run ids"], rows), ""]
     return lines
 
