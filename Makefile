@@ -46,7 +46,7 @@ test-rust:
 	cd rust && cargo fmt --all --check && cargo clippy --all-targets --all-features -- -D warnings && cargo test --all-features
 
 test-python:
-	$(PY) -m pytest -ra
+	$(PY) -m pytest -ra --durations=25
 
 ## The MLflow UI on the default store (http://127.0.0.1:5000).
 ui: setup
