@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from cfexp.backends.model_files import sha256_of
 from cfexp.childproc import kill_group
 from cfexp.errors import BuildError
 
@@ -122,14 +123,6 @@ def recipe() -> str:
     return json.dumps({"version": RECIPE_VERSION, "target": TARGET, "cmake": list(CMAKE_OPTIONS)}, sort_keys=True)
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _verified_sha256(path: Path) -> str:
     """The file's SHA-256, remembered beside it (size, mtime) so it is hashed once."""
     stat = path.stat()
@@ -139,7 +132,7 @@ def _verified_sha256(path: Path) -> str:
         saved_mark, _, saved = memo.read_text().strip().rpartition(" ")
         if saved_mark == mark and len(saved) == 64:
             return saved
-    digest = sha256_file(path)
+    digest = sha256_of(path)
     memo.write_text(f"{mark} {digest}\n")
     return digest
 
@@ -227,7 +220,7 @@ class LlamaServerBuild:
             stamp = json.loads(stamp_path.read_text())
         except ValueError:
             return None
-        if not isinstance(stamp, dict) or stamp.get("binary_sha256") != sha256_file(binary):
+        if not isinstance(stamp, dict) or stamp.get("binary_sha256") != sha256_of(binary):
             return None
         return BuiltServer(binary=binary, stamp=stamp, built_now=False)
 
@@ -313,7 +306,7 @@ class LlamaServerBuild:
                 "jobs": self.jobs,
                 "build_seconds": round(seconds, 1),
                 "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "binary_sha256": sha256_file(binary),
+                "binary_sha256": sha256_of(binary),
             }
             shutil.copy2(build_log, out / "build.log")
             (out / "stamp.json").write_text(json.dumps(stamp, indent=2, sort_keys=True) + "\n")

@@ -19,6 +19,7 @@ import pytest
 
 from cfexp.backends import llama_server_build
 from cfexp.backends.llama_server_build import LlamaServerBuild, main
+from cfexp.backends.model_files import sha256_of
 from cfexp.errors import BuildError
 
 CMAKE = """cmake_minimum_required(VERSION 3.13)
@@ -70,8 +71,8 @@ def test_the_first_use_builds_announces_and_stamps_later_ones_reuse(tmp_path: Pa
     (message,) = said
     assert "building llama-server" in message and "minutes" in message and str(first.binary.parent) in message
     stamp = json.loads((first.binary.parent / "stamp.json").read_text())
-    assert stamp["source_sha256"] == llama_server_build.sha256_file(sdist)
-    assert stamp["binary_sha256"] == llama_server_build.sha256_file(first.binary)
+    assert stamp["source_sha256"] == sha256_of(sdist)
+    assert stamp["binary_sha256"] == sha256_of(first.binary)
     assert stamp["recipe"]["target"] == "llama-server" and "-DGGML_NATIVE=ON" in stamp["recipe"]["cmake"]
     # llama.cpp's commit, from the submodule's HEAD, reaches its CMake (for the build info).
     assert stamp["llama_cpp_commit"] == COMMIT
