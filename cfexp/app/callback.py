@@ -27,7 +27,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from cfexp.app import progress, status
-from cfexp.app.hydra_job import grid_size, is_multirun, swept_keys
+from cfexp.app.hydra_job import GridSize, grid_size, is_multirun, swept_keys
 from cfexp.backends.pool import POOL
 from cfexp.config.output_dirs import FolderClaim
 from cfexp.errors import TrackingError
@@ -64,17 +64,16 @@ def _mlruns_dir(config: DictConfig) -> Path:
         return Path(os.getcwd()) / "mlruns"
 
 
-def _planned_jobs(config: DictConfig) -> tuple[int | None, set[str]]:
-    """The sweep's number of jobs and its swept keys, when its sweeper is a grid
-    (cfexp's or Hydra's basic); an Optuna search says neither."""
+def _grid(config: DictConfig) -> GridSize | None:
+    """The sweep's grid, counted once, when its sweeper is one (cfexp's or Hydra's basic);
+    None for an Optuna search, or an override the grid cannot count."""
     target = str(OmegaConf.select(config, "hydra.sweeper._target_", default=""))
     if not target.endswith(("CfexpBasicSweeper", "BasicSweeper")):
-        return None, set()
+        return None
     try:
-        size = grid_size(OmegaConf.select(config, "hydra.sweeper.params"), list(config.hydra.overrides.task))
-    except Exception:  # an override the grid cannot count: the lines go without a total
-        return None, set()
-    return size.jobs, {key.lstrip("+~") for key in size.levels}
+        return grid_size(OmegaConf.select(config, "hydra.sweeper.params"), list(config.hydra.overrides.task))
+    except Exception:  # the sweeper itself reports what it cannot expand
+        return None
 
 
 def _where(config: DictConfig, outputs: Path, sweep: bool, run_id: str | None = None) -> str:
@@ -90,15 +89,12 @@ def _where(config: DictConfig, outputs: Path, sweep: bool, run_id: str | None = 
     ).text()
 
 
-def _refuse_a_sweep_too_large(config: DictConfig) -> None:
+def _refuse_a_sweep_too_large(config: DictConfig, size: GridSize | None) -> None:
     """Exit 2 before anything starts when a grid sweep has more jobs than
     ``hydra.sweeper.max_jobs`` (a ``range(0,1,0.001)`` typed for ``range(0,1,0.1)``
     would otherwise start 1000 jobs). Another sweeper (Optuna) has no such key."""
     max_jobs = OmegaConf.select(config, "hydra.sweeper.max_jobs", default=None)
-    if max_jobs is None:
-        return
-    size = grid_size(OmegaConf.select(config, "hydra.sweeper.params"), list(config.hydra.overrides.task))
-    if size.jobs <= int(max_jobs):
+    if max_jobs is None or size is None or size.jobs <= int(max_jobs):
         return
     factors = ", ".join(f"{key}: {n}" for key, n in size.levels.items())
     print(
@@ -187,7 +183,8 @@ class CfexpCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         Outcome.started = True
-        _refuse_a_sweep_too_large(config)
+        grid = _grid(config)
+        _refuse_a_sweep_too_large(config, grid)
         _require_writable_outputs(config, config.hydra.sweep.dir, "hydra.sweep.dir")
         sweep_dir = Path(config.hydra.sweep.dir)
         _claim_output_folder(sweep_dir, "hydra.sweep.dir")
@@ -209,7 +206,8 @@ class CfexpCallback(Callback):
             raise SystemExit(1) from exc
         Outcome.sweep_config = config
         Outcome.sweep_started_at, Outcome.jobs_ended = time.monotonic(), 0
-        Outcome.sweep_jobs, Outcome.swept_keys = _planned_jobs(config)
+        Outcome.sweep_jobs = grid.jobs if grid else None
+        Outcome.swept_keys = {key.lstrip("+~") for key in grid.levels} if grid else set()
         log.info("MLflow parent run %s (%s)", run_id, tracker.uri)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
