@@ -35,6 +35,7 @@ import secrets
 import statistics
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,19 +84,30 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
-def served_request(call: dict[str, Any], truth: list[dict[str, Any]]) -> dict[str, Any]:
+def served_request(call: dict[str, Any], truth: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The server's record of this call: the first request it read after the call's send.
 
-    Jobs run one after another and the calls of a job too, so the first
-    request read after the send and before the first token is this one.
+    Processes run one after another and the calls of a process too, so the
+    first request read after the send and before the first token is this one.
     """
     candidates = [
         t for t in truth
         if t["t_first_chunk_sent_ns"] and call["t_send_ns"] <= t["t_received_ns"] <= call["t_first_token_ns"]
     ]  # fmt: skip
-    if not candidates:
-        raise SystemExit(f"no server record for the call sent at {call['t_send_ns']}")
-    return min(candidates, key=lambda t: t["t_received_ns"])
+    return min(candidates, key=lambda t: t["t_received_ns"]) if candidates else None
+
+
+def ground_truth_with(path: Path, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The server's log once it holds every call's line: it writes one when a request ends,
+    which can be just after the agent saw the final message and exited."""
+    deadline = time.monotonic() + 10
+    while True:
+        truth = read_jsonl(path)
+        if all(served_request(c, truth) is not None for c in calls if c["success"]):
+            return truth
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the server's ground truth {path} lacks a call of this process")
+        time.sleep(0.05)
 
 
 def add_process(seen: Overheads, records: list[dict[str, Any]], truth: list[dict[str, Any]]) -> None:
@@ -104,6 +116,7 @@ def add_process(seen: Overheads, records: list[dict[str, Any]], truth: list[dict
     first = min(calls, key=lambda c: c["t_start_ns"])
     for call in (c for c in calls if c["success"]):
         served = served_request(call, truth)
+        assert served is not None
         client_ms = (call["t_first_token_ns"] - call["t_send_ns"]) / 1e6
         server_ms = (served["t_first_chunk_sent_ns"] - served["t_received_ns"]) / 1e6
         (seen.first if call is first else seen.warm).append(client_ms - server_ms)
@@ -149,8 +162,9 @@ def measure(runtimes: list[str], processes: int, backend: str, num_predict: int)
                     result = run_agent(commands[runtime], spec, root / "jobs" / spec.run_id, timeout_s=300)
                     if result.exit_code != 0:
                         sys.exit(f"the {runtime} agent failed (exit {result.exit_code}):\n{result.stderr_tail()}")
-                    truth = read_jsonl(instance.ground_truth_path)
-                    add_process(found[runtime], read_jsonl(result.records_path), truth)
+                    records = read_jsonl(result.records_path)
+                    calls = [r for r in records if r["kind"] == "call"]
+                    add_process(found[runtime], records, ground_truth_with(instance.ground_truth_path, calls))
                 print(f"process {rep + 1}/{processes} of each runtime done", file=sys.stderr)
         finally:
             pool.close()

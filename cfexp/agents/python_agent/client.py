@@ -144,8 +144,8 @@ async def warm_up() -> None:
 
     httpcore's network backend runs on anyio, and anyio imports its event-loop
     backend (and ~30 modules) the first time it is used: 50–150 ms that would
-    otherwise fall between ``t_send_ns`` and the first request reaching the
-    server, inflating the first call's TTFT. One anyio checkpoint in the
+    otherwise fall inside the first call, before its request is written
+    (its connect, as ``connect_ms``). One anyio checkpoint in the
     running loop does that loading now, without touching the network.
     """
     import anyio.lowlevel
