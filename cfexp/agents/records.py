@@ -102,7 +102,16 @@ class CallRecord(_Record):
     error_kind: ErrorKind | None = None
     error: str | None = None
     http_status: int | None = None
-    t_send_ns: int = 0
+    # The call began (request built, handed to the HTTP client); its timeout runs from here.
+    t_start_ns: int = 0
+    # The TCP connection this call opened: connect begun / established. Both
+    # None when the call went out on a kept-alive connection; the end None when
+    # the connect failed.
+    t_connect_start_ns: int | None = None
+    t_connect_end_ns: int | None = None
+    # Just before the request's first byte was written on the established
+    # connection; None when it never was (the connection failed first).
+    t_send_ns: int | None = None
     t_first_byte_ns: int | None = None
     t_first_token_ns: int | None = None
     t_last_token_ns: int | None = None

@@ -21,7 +21,7 @@ from cfexp.errors import ConfigError
 from cfexp.vocab import PYTHON_RUNTIMES, Api, Runtime, Scenario, words
 
 #: The version of the agent contract: the spec and every record carry it.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Model options an agent may send (Ollama names); anything else is a spec error,
 # so a typo cannot silently become "server defaults".

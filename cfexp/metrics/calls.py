@@ -28,6 +28,7 @@ class CallMetrics:
     """The derived fields of one call (names, units and directions: the catalogue)."""
 
     ttft_ms: float | None = None
+    connect_ms: float | None = None
     e2e_ms: float | None = None
     tpot_ms: float | None = None
     itl_ms_mean: float | None = None
@@ -113,8 +114,8 @@ def derive_call(record: CallRecord) -> CallMetrics:
         return CallMetrics()
     t_send, t_first, t_last = record.t_send_ns, record.t_first_token_ns, record.t_last_token_ns
     tokens = output_tokens(record)
-    ttft = (t_first - t_send) / _NS_PER_MS if t_first is not None else None
-    e2e = (t_last - t_send) / _NS_PER_MS if t_last is not None else None
+    ttft = (t_first - t_send) / _NS_PER_MS if t_first is not None and t_send is not None else None
+    e2e = (t_last - t_send) / _NS_PER_MS if t_last is not None and t_send is not None else None
     tpot = throughput = e2e_throughput = None
     if tokens is not None and tokens > 1:
         if ttft is not None and e2e is not None:
@@ -126,6 +127,7 @@ def derive_call(record: CallRecord) -> CallMetrics:
     gaps = inter_token_gaps_ms(record.chunk_times_ns)
     return CallMetrics(
         ttft_ms=ttft,
+        connect_ms=connect_ms(record),
         e2e_ms=e2e,
         tpot_ms=tpot,
         itl_ms_mean=math.fsum(gaps) / len(gaps) if gaps else None,
@@ -145,6 +147,17 @@ def derive_call(record: CallRecord) -> CallMetrics:
         server_load_ms=record.server_load_duration_ns / _NS_PER_MS
         if record.server_load_duration_ns is not None else None,
     )  # fmt: skip
+
+
+def connect_ms(record: CallRecord) -> float | None:
+    """The TCP connect (TLS included) the call made; None when it reused a kept-alive connection."""
+    start, end = record.t_connect_start_ns, record.t_connect_end_ns
+    return (end - start) / _NS_PER_MS if start is not None and end is not None else None
+
+
+def first_call(records: Sequence[CallRecord]) -> CallRecord | None:
+    """The agent process's first call: the one that began first (it runs every code path cold)."""
+    return min(records, key=lambda r: r.t_start_ns, default=None)
 
 
 def _first(*values: int | None) -> int | None:

@@ -82,9 +82,12 @@ _LO, _HI, _NO = Direction.LOWER, Direction.HIGHER, Direction.NONE
 METRICS: tuple[Metric, ...] = (
     # ------------------------------------------------------------ per call
     Metric("ttft_ms", "ms", Scope.CALL, _LO, _C,
-           "request sent to the first content chunk received (connection, queueing, prefill, first decode step)",
+           "request written to the connection (t_send_ns) to the first content chunk received "
+           "(queueing, prefill, first decode step; not the connect)",
            reported=True, plotted=True),
-    Metric("e2e_ms", "ms", Scope.CALL, _LO, _C, "request sent to the last content chunk received",
+    Metric("connect_ms", "ms", Scope.CALL, _LO, _C,
+           "TCP connect (TLS included) the call made before writing its request; absent on a reused connection"),
+    Metric("e2e_ms", "ms", Scope.CALL, _LO, _C, "request written to the last content chunk received",
            reported=True, plotted=True),
     Metric("tpot_ms", "ms", Scope.CALL, _LO, _C,
            "(e2e_ms − ttft_ms) / (output_tokens − 1): time per output token after the first", reported=True),
@@ -118,6 +121,9 @@ METRICS: tuple[Metric, ...] = (
     Metric("calls_failed", "calls", Scope.RUN, _LO, _C, "calls that failed (excluded from every call statistic)"),
     Metric("calls_with_load", "calls", Scope.RUN, _LO, _S,
            "measured calls whose server_load_ms shows a model load (≥ 100 ms): warm-up did not hold"),
+    Metric("first_call_ttft_ms", "ms", Scope.RUN, _LO, _C,
+           "TTFT of the agent process's first call (cold: its client code runs for the first time)"),
+    Metric("warm_ttft_ms", "ms", Scope.RUN, _LO, _C, "mean TTFT of the calls after the process's first one"),
     Metric("output_tokens_total", "tokens", Scope.RUN, _NO, _S, "output_tokens summed over successful calls"),
     Metric("measurement_warnings", "warnings", Scope.RUN, _LO, _H,
            "problems that make the run's numbers doubtful (the run's measurement_warnings tag says which)"),

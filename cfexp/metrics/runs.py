@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from cfexp.agents.records import IngestRecord, ReadyRecord
-from cfexp.metrics.calls import FIELDS, MeasuredCall, percentile
+from cfexp.metrics.calls import FIELDS, MeasuredCall, first_call, percentile
 from cfexp.metrics.catalog import LOAD_THRESHOLD_MS
 from cfexp.metrics.rubric import score_report
 from cfexp.vocab import Step
@@ -49,6 +49,34 @@ def summarize_calls(calls: Sequence[MeasuredCall]) -> dict[str, float]:
         if len(values) > 1:
             metrics[f"{name}_p50"] = percentile(values, 50)
             metrics[f"{name}_p95"] = percentile(values, 95)
+    metrics.update(first_and_warm_ttft(calls))
+    return metrics
+
+
+def first_and_warm_ttft(calls: Sequence[MeasuredCall]) -> dict[str, float]:
+    """The process's first (cold) call's TTFT on its own, and the mean over the calls after it.
+
+    The first call of an agent process is the first to run the HTTP client's
+    code paths (and, in Python, to import what they load lazily); it is kept
+    apart so that a cold-start cost is seen as such, not spread over the mean.
+    Absent when that call failed (``first_call_ttft_ms``) or no later call
+    succeeded (``warm_ttft_ms``).
+    """
+    first = first_call([call.record for call in calls])
+    if first is None:
+        return {}
+    metrics: dict[str, float] = {}
+    warm: list[float] = []
+    for call in calls:
+        ttft = call.metrics.ttft_ms
+        if ttft is None:
+            continue
+        if call.record is first:
+            metrics["first_call_ttft_ms"] = ttft
+        else:
+            warm.append(ttft)
+    if warm:
+        metrics["warm_ttft_ms"] = statistics.fmean(warm)
     return metrics
 
 

@@ -127,7 +127,7 @@ def assert_envelope(run: AgentRun) -> None:
     assert kinds[0] == "ready" and kinds[-1] == "done"
     assert kinds.count("ready") == 1 and kinds.count("done") == 1
     assert all(r.run_id == "run-e2e" for r in run.records)
-    assert all(json.loads(line)["schema_version"] == 2 for line in run.raw.split("\n") if line)
+    assert all(json.loads(line)["schema_version"] == SCHEMA_VERSION for line in run.raw.split("\n") if line)
     ready = run.records[0]
     assert isinstance(ready, ReadyRecord) and ready.language == "python"
     assert all(c.t_send_ns > ready.t_ready_ns for c in run.calls())

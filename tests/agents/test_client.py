@@ -1,13 +1,16 @@
 """The measured HTTP call: request bodies (shared fixtures) and failures as records.
 
-The network is replaced by ``httpx.MockTransport``; the end-to-end tests in
-test_agent_process.py use a real loopback server.
+The network is replaced by ``httpx.MockTransport``, except for the connection
+clock readings, which need httpcore's real connections (a loopback
+:class:`ScriptedServer`); the end-to-end tests in test_agent_process.py run
+the whole agent process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -18,12 +21,14 @@ import pytest
 from cfexp.agents.python_agent.client import (
     WIRE_APIS,
     CallRequest,
+    new_client,
     request_headers,
     stream_call,
 )
 from cfexp.agents.records import CallRecord, ErrorKind
 from cfexp.agents.spec import AgentSpec
 from cfexp.vocab import Api
+from tests.agents.scripted_server import Reply, ScriptedServer, ollama_reply
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "workflow"
 REQUESTS = json.loads((FIXTURES / "request_cases.json").read_text(encoding="utf-8"))
@@ -114,6 +119,9 @@ def streaming(
 def assert_clock_order(record: CallRecord) -> None:
     """Monotonic readings in contract order; first/last token = first/last chunk time."""
     times = [
+        record.t_start_ns,
+        record.t_connect_start_ns,
+        record.t_connect_end_ns,
         record.t_send_ns,
         record.t_first_byte_ns,
         record.t_first_token_ns,
@@ -181,7 +189,7 @@ def test_timeout_covers_the_whole_stream() -> None:
     record = run_call(streaming(ndjson("a", "b", "c"), delay_s=[0, 30, 0, 0]), _call(timeout_s=1.0))
     assert record.error_kind == ErrorKind.TIMEOUT
     assert record.text == "a"  # partial text is kept
-    assert 1e9 <= record.t_end_ns - record.t_send_ns < 20e9
+    assert 1e9 <= record.t_end_ns - record.t_start_ns < 20e9  # the timeout runs from the call's start
     assert_clock_order(record)
 
 
@@ -253,3 +261,60 @@ def test_timings_in_several_events_the_last_wins() -> None:
     record = run_call(streaming(body), _call("openai"))
     assert (record.server_timings_predicted_n, record.server_timings_predicted_ms) == (2, 2.5)
     assert record.server_timings_prompt_n == 3
+
+
+# ------------------------------------------------ connection clock (real sockets)
+
+
+def _calls_on_one_client(base_url: str, count: int) -> list[CallRecord]:
+    """``count`` calls in a row through one pooled client, as the agent makes them."""
+    call = _call()
+    call = CallRequest(**{**call.__dict__, "agent": AgentSpec(**{**call.agent.__dict__, "base_url": base_url})})
+
+    async def go() -> list[CallRecord]:
+        async with new_client((call.agent,), call.timeout_s) as client:
+            return [await stream_call(client, call) for _ in range(count)]
+
+    return asyncio.run(go())
+
+
+def test_a_fresh_connection_is_timed_and_the_request_is_stamped_after_it() -> None:
+    """t_start ≤ connect start < connect end ≤ t_send ≤ the server reading the request.
+
+    Each streamed call stops at the final message and drops its connection,
+    so the second call connects afresh too.
+    """
+    with ScriptedServer(lambda path, body: ollama_reply("hello")) as server:
+        records = _calls_on_one_client(server.base_url, 2)
+    for record, seen in zip(records, server.requests, strict=True):
+        assert record.success, record.error
+        assert record.t_connect_start_ns is not None and record.t_connect_end_ns is not None
+        assert record.t_send_ns is not None
+        assert record.t_start_ns <= record.t_connect_start_ns < record.t_connect_end_ns <= record.t_send_ns
+        # The server's reading (time.monotonic, the same clock) comes after the
+        # send, give or take the float's rounding.
+        assert record.t_send_ns <= seen.t_start * 1e9 + 1_000
+        assert_clock_order(record)
+
+
+def test_a_reused_connection_has_no_connect_readings() -> None:
+    """An error reply read to its end leaves the connection open: the next call reuses it."""
+    replies = iter([Reply(status=503, chunks=[b"busy"]), ollama_reply("hello")])
+    with ScriptedServer(lambda path, body: next(replies)) as server:
+        first, second = _calls_on_one_client(server.base_url, 2)
+    assert first.error_kind == ErrorKind.HTTP_STATUS and first.t_connect_end_ns is not None
+    assert second.success, second.error
+    assert (second.t_connect_start_ns, second.t_connect_end_ns) == (None, None)
+    assert second.t_send_ns is not None and second.t_start_ns <= second.t_send_ns
+    assert_clock_order(second)
+
+
+def test_a_refused_connection_has_no_send_time() -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    (record,) = _calls_on_one_client(f"http://127.0.0.1:{port}", 1)
+    assert record.error_kind == ErrorKind.CONNECT
+    assert record.t_connect_start_ns is not None
+    assert (record.t_connect_end_ns, record.t_send_ns) == (None, None)
+    assert_clock_order(record)

@@ -34,7 +34,7 @@ FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "records" / "record
 CALL_FIELDS = [
     "agent", "call_index", "step", "api", "base_url", "instance", "model", "options",
     "prompt_chars", "prompt_nonce", "success", "error_kind", "error", "http_status",
-    "t_send_ns", "t_first_byte_ns", "t_first_token_ns", "t_last_token_ns", "t_end_ns",
+    "t_start_ns", "t_connect_start_ns", "t_connect_end_ns", "t_send_ns", "t_first_byte_ns", "t_first_token_ns", "t_last_token_ns", "t_end_ns",
     "chunk_times_ns", "content_chunks",
     "server_load_duration_ns", "server_prompt_eval_count", "server_prompt_eval_duration_ns",
     "server_eval_count", "server_eval_duration_ns", "server_total_duration_ns",
@@ -62,7 +62,7 @@ def _line(record: dict[str, object]) -> str:
 def test_call_record_lists_every_field_in_the_documented_order() -> None:
     record = _call_record().to_dict()
     assert list(record) == ["schema_version", "kind", "run_id", *CALL_FIELDS]
-    assert record["schema_version"] == SCHEMA_VERSION == 2 and record["kind"] == "call"
+    assert record["schema_version"] == SCHEMA_VERSION == 3 and record["kind"] == "call"
     assert record["error_kind"] == "timeout"
     assert "output_tokens" not in record  # derived by cfexp.metrics, never agent-emitted
     counters = [f for f in CALL_FIELDS if f in SERVER_COUNTERS or f in SERVER_MILLISECONDS]
@@ -173,7 +173,7 @@ def test_missing_file_means_no_records(tmp_path: Path) -> None:
 
 def test_bad_line_in_the_middle_raises(tmp_path: Path) -> None:
     path = tmp_path / "records.jsonl"
-    path.write_text('garbage\n{"schema_version":2,"kind":"done","run_id":"r","success":true,"t_end_ns":1}\n')
+    path.write_text('garbage\n{"schema_version":3,"kind":"done","run_id":"r","success":true,"t_end_ns":1}\n')
     with pytest.raises(AgentError, match="line=1"):
         read_records(path)
 

@@ -89,8 +89,11 @@ def test_multirun_on_sim_makes_a_parent_run_with_one_child_per_job(tmp_path: Pat
             "ttft_ms", "tpot_ms", "e2e_ms", "throughput_tok_s", "server_throughput_tok_s",
             "output_tokens", "agent_startup_ms", "agent_peak_rss_mb", "agent_cpu_ms",
             "ttft_ms_p50", "ttft_ms_p95", "ingest_files", "report_quality_overall",
+            "connect_ms", "first_call_ttft_ms", "warm_ttft_ms",
         ):
             assert name in metrics, f"missing metric {name}"
+        # Two calls: the first (cold) one on its own, the other as the warm mean.
+        assert metrics["ttft_ms"] == pytest.approx((metrics["first_call_ttft_ms"] + metrics["warm_ttft_ms"]) / 2)
         assert metrics["calls_total"] == 2 and metrics["calls_failed"] == 0
         assert metrics["output_tokens"] == 12
         assert metrics["ttft_ms"] > 0 and metrics["agent_peak_rss_mb"] > 1

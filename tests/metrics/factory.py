@@ -27,6 +27,10 @@ def call(**changes: Any) -> CallRecord:
         "options": None,
         "prompt_chars": 100,
         "prompt_nonce": None,
+        # Call begun 10 ms before its send; a 2 ms connect in between.
+        "t_start_ns": 990 * MS,
+        "t_connect_start_ns": 992 * MS,
+        "t_connect_end_ns": 994 * MS,
         "t_send_ns": 1_000 * MS,
         "success": True,
         "t_first_token_ns": 1_250 * MS,

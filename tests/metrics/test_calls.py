@@ -34,6 +34,15 @@ def test_hand_computed_call() -> None:
     assert d.e2e_ms - d.ttft_ms == pytest.approx(math.fsum(inter_token_gaps_ms(call().chunk_times_ns)))
 
 
+def test_ttft_starts_at_the_send_and_the_connect_is_its_own_figure() -> None:
+    """The factory's call begins at 990 ms, connects 992 → 994 ms, writes its request at 1000 ms."""
+    d = derive_call(call())
+    assert d.ttft_ms == 250.0  # from t_send_ns, not from the call's start
+    assert d.connect_ms == 2.0
+    # A kept-alive connection: no connect, and no 0 either (the mean would fall).
+    assert derive_call(call(t_connect_start_ns=None, t_connect_end_ns=None)).connect_ms is None
+
+
 def test_the_end_of_turn_token_is_not_an_output_token() -> None:
     """A reply that stopped by itself: the server counted 6 = 5 content tokens + end of turn."""
     d = derive_call(call(finish_reason="stop"))

@@ -50,6 +50,32 @@ def test_one_call_has_a_mean_but_no_percentiles() -> None:
     assert m["ttft_ms"] == 250.0 and "ttft_ms_p95" not in m
 
 
+def test_the_first_call_is_reported_apart_from_the_warm_ones() -> None:
+    # The process's first call is the one that began first, wherever it is listed:
+    # TTFT 400 ms (cold); the others 100 and 200 ms → warm mean 150.
+    calls = [
+        measured(**_ttft(100.0, t_start_ns=2_000 * MS)),
+        measured(**_ttft(400.0, t_start_ns=500 * MS)),
+        measured(**_ttft(200.0, t_start_ns=3_000 * MS)),
+    ]
+    m = summarize_calls(calls)
+    assert m["first_call_ttft_ms"] == pytest.approx(400.0)
+    assert m["warm_ttft_ms"] == pytest.approx(150.0)
+    assert m["ttft_ms"] == pytest.approx(700.0 / 3)  # the all-calls mean is still there
+
+
+def test_one_call_is_a_first_call_without_warm_ones() -> None:
+    m = summarize_calls([measured()])
+    assert m["first_call_ttft_ms"] == 250.0 and "warm_ttft_ms" not in m
+
+
+def test_a_failed_first_call_gives_no_first_call_figure() -> None:
+    calls = [measured(success=False, t_start_ns=500 * MS), measured(**_ttft(100.0)), measured(**_ttft(300.0))]
+    m = summarize_calls(calls)
+    assert "first_call_ttft_ms" not in m
+    assert m["warm_ttft_ms"] == pytest.approx(200.0)
+
+
 def test_a_measured_call_that_paid_a_load_is_counted() -> None:
     m = summarize_calls([measured(server_load_duration_ns=2_500 * MS), measured()])
     assert m["calls_with_load"] == 1.0

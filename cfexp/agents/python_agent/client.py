@@ -5,9 +5,14 @@
 failure becomes a record with an ``error_kind``; nothing raises out of it.
 
 Clock readings (``time.monotonic_ns``, i.e. CLOCK_MONOTONIC) are taken exactly
-where docs/record-schema.md says: ``t_send_ns`` after the request is built and
-just before it is handed to the connection, each content chunk's time when the
-network read that completed it returned, ``t_end_ns`` after the response closed.
+where docs/record-schema.md says: ``t_start_ns`` after the request is built,
+just before it is handed to httpx; ``t_connect_start_ns``/``t_connect_end_ns``
+around the TCP connect (and TLS) the call made, ``t_send_ns`` just before the
+request's first byte is written on the established connection — both from
+httpcore's ``trace`` extension (:class:`WireClock`), so the connection pool,
+the connect and httpx's own request handling stay out of TTFT; each content
+chunk's time when the network read that completed it returned; ``t_end_ns``
+after the response closed.
 """
 
 from __future__ import annotations
@@ -139,8 +144,8 @@ async def warm_up() -> None:
 
     httpcore's network backend runs on anyio, and anyio imports its event-loop
     backend (and ~30 modules) the first time it is used: 50–150 ms that would
-    otherwise fall between ``t_send_ns`` and the first request reaching the
-    server, inflating the first call's TTFT. One anyio checkpoint in the
+    otherwise fall inside the first call, before its request is written
+    (its connect, as ``connect_ms``). One anyio checkpoint in the
     running loop does that loading now, without touching the network.
     """
     import anyio.lowlevel
@@ -151,14 +156,40 @@ async def warm_up() -> None:
 # ------------------------------------------------------------------ the call
 
 
+class WireClock:
+    """Reads the clock at the connection events httpcore traces, into a call record.
+
+    httpcore calls it (the request's ``trace`` extension) just before and just
+    after each step of the exchange: ``connection.connect_tcp`` (and
+    ``connection.start_tls`` for https) when the call opens a connection —
+    not at all when it reuses a kept-alive one — then
+    ``http11.send_request_headers``, whose *started* event comes right before
+    the request's first byte is written to the socket.
+    """
+
+    __slots__ = ("_record",)
+
+    def __init__(self, record: CallRecord) -> None:
+        self._record = record
+
+    async def __call__(self, event: str, info: dict[str, Any]) -> None:
+        now = monotonic_ns()
+        record = self._record
+        if event == "http11.send_request_headers.started":
+            record.t_send_ns = now
+        elif event == "connection.connect_tcp.started":
+            record.t_connect_start_ns = now
+        elif event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+            # With TLS the connection is set up once its handshake is done.
+            record.t_connect_end_ns = now
+
+
+
 async def stream_call(client: httpx.AsyncClient, call: CallRequest) -> CallRecord:
     """Send one streamed chat request and measure it; never raises for a failed call."""
     agent = call.agent
     wire = WIRE_APIS[agent.api]
     body, options_sent = wire.build_body(call)
-    request = client.build_request(
-        "POST", agent.base_url + wire.path, json=body, headers=request_headers(agent)
-    )
     record = CallRecord(
         run_id=call.run_id,
         agent=agent.name,
@@ -171,13 +202,19 @@ async def stream_call(client: httpx.AsyncClient, call: CallRequest) -> CallRecor
         options=options_sent,
         prompt_chars=sum(len(m["content"]) for m in call.messages),
         prompt_nonce=call.prompt_nonce,
-        t_send_ns=0,
+    )
+    request = client.build_request(
+        "POST",
+        agent.base_url + wire.path,
+        json=body,
+        headers=request_headers(agent),
+        extensions={"trace": WireClock(record)},
     )
     summary = StreamSummary()
     response: httpx.Response | None = None
     kind: ErrorKind | None = None
     error: str | None = None
-    record.t_send_ns = monotonic_ns()
+    record.t_start_ns = monotonic_ns()
     try:
         async with asyncio.timeout(call.timeout_s):
             response = await client.send(request, stream=True)
@@ -215,7 +252,7 @@ async def _read_stream(
     response: httpx.Response, api: str, record: CallRecord, summary: StreamSummary
 ) -> None:
     parser = new_parser(api)
-    now = record.t_send_ns
+    now = monotonic_ns()
     async for data in response.aiter_bytes():
         now = monotonic_ns()
         if not data:

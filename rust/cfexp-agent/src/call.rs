@@ -1,12 +1,13 @@
 //! One LLM call: request, stream, timing, and its `call` record. A failed
 //! call never errors out of here: it is a record with an `error_kind`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 
 use crate::clock::monotonic_ns;
-use crate::http::{BodyStream, HttpClient, PostRequest};
+use crate::http::{BodyStream, HttpClient, PostRequest, WireClock};
 use crate::records::CallRecord;
 use crate::request;
 use crate::runtime::{Runtime, with_timeout};
@@ -77,9 +78,10 @@ pub async fn perform<C: HttpClient, R: Runtime>(
         failure: None,
     };
 
-    let t_send_ns = monotonic_ns();
+    let clock = Arc::new(WireClock::default());
+    let t_start_ns = monotonic_ns();
     let finished = with_timeout(
-        exchange(client, &req, plan.rebuffer_min_bytes, &mut ex),
+        exchange(client, &req, &clock, plan.rebuffer_min_bytes, &mut ex),
         runtime.sleep(plan.timeout),
     )
     .await
@@ -105,7 +107,12 @@ pub async fn perform<C: HttpClient, R: Runtime>(
         plan,
         body.options_sent,
         ex.http_status,
-        t_send_ns,
+        CallTimes {
+            t_start_ns,
+            t_connect_start_ns: clock.connect_start_ns(),
+            t_connect_end_ns: clock.connect_end_ns(),
+            t_send_ns: clock.send_ns(),
+        },
         ex.t_first_byte_ns,
         t_end_ns,
         data,
@@ -118,10 +125,11 @@ pub async fn perform<C: HttpClient, R: Runtime>(
 async fn exchange<C: HttpClient>(
     client: &C,
     req: &PostRequest,
+    clock: &Arc<WireClock>,
     rebuffer_min_bytes: Option<usize>,
     ex: &mut Exchange,
 ) {
-    let response = match client.post(req).await {
+    let response = match client.post(req, clock).await {
         Ok(r) => r,
         Err(e) => {
             // No status line: as far as the record goes, the connection
@@ -191,12 +199,21 @@ async fn exchange<C: HttpClient>(
     }
 }
 
+/// The clock readings before the response: the call's start, its connect,
+/// its request's first write.
+struct CallTimes {
+    t_start_ns: u64,
+    t_connect_start_ns: Option<u64>,
+    t_connect_end_ns: Option<u64>,
+    t_send_ns: Option<u64>,
+}
+
 #[allow(clippy::too_many_arguments)] // one record, assembled in one place
 fn record(
     plan: &CallPlan<'_>,
     options_sent: serde_json::Map<String, serde_json::Value>,
     http_status: Option<u16>,
-    t_send_ns: u64,
+    times: CallTimes,
     t_first_byte_ns: Option<u64>,
     t_end_ns: u64,
     data: StreamData,
@@ -222,7 +239,10 @@ fn record(
         error_kind,
         error,
         http_status,
-        t_send_ns,
+        t_start_ns: times.t_start_ns,
+        t_connect_start_ns: times.t_connect_start_ns,
+        t_connect_end_ns: times.t_connect_end_ns,
+        t_send_ns: times.t_send_ns,
         t_first_byte_ns,
         t_first_token_ns: data.chunk_times_ns.first().copied(),
         t_last_token_ns: data.chunk_times_ns.last().copied(),

@@ -6,9 +6,12 @@
 
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
+use crate::clock::monotonic_ns;
 use crate::spec::Endpoint;
 
 /// One POST request.
@@ -74,6 +77,59 @@ impl fmt::Display for HttpError {
 
 impl std::error::Error for HttpError {}
 
+/// The clock readings of one exchange's connection, taken by the HTTP client
+/// as they happen: connect begun, connection established, request's first
+/// byte about to be written (docs/metrics.md, "Where the client's clock
+/// starts"). Shared, because the first write happens in the connection's own
+/// task, and kept by the caller, so a timed-out exchange still leaves them.
+#[derive(Debug, Default)]
+pub struct WireClock {
+    // 0 = not read (CLOCK_MONOTONIC is never 0 on a running system).
+    connect_start_ns: AtomicU64,
+    connect_end_ns: AtomicU64,
+    send_ns: AtomicU64,
+}
+
+impl WireClock {
+    /// Reads the clock as the connect begins.
+    pub fn connect_started(&self) {
+        self.connect_start_ns
+            .store(monotonic_ns(), Ordering::Relaxed);
+    }
+
+    /// Reads the clock as the connection is established.
+    pub fn connect_finished(&self) {
+        self.connect_end_ns.store(monotonic_ns(), Ordering::Relaxed);
+    }
+
+    /// Reads the clock as the request's first byte is about to be written;
+    /// later writes keep the first reading.
+    pub fn sending(&self) {
+        let _ =
+            self.send_ns
+                .compare_exchange(0, monotonic_ns(), Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// When the connect began, if this exchange connected.
+    pub fn connect_start_ns(&self) -> Option<u64> {
+        nonzero(&self.connect_start_ns)
+    }
+
+    /// When the connection was established, if it was.
+    pub fn connect_end_ns(&self) -> Option<u64> {
+        nonzero(&self.connect_end_ns)
+    }
+
+    /// When the request began to be written, if it did.
+    pub fn send_ns(&self) -> Option<u64> {
+        nonzero(&self.send_ns)
+    }
+}
+
+fn nonzero(reading: &AtomicU64) -> Option<u64> {
+    Some(reading.load(Ordering::Relaxed)).filter(|&ns| ns != 0)
+}
+
 /// A response body, read chunk by chunk as the network delivers it.
 pub trait BodyStream: Send {
     /// The next chunk; `None` at the end of the body.
@@ -85,9 +141,11 @@ pub trait HttpClient: Send + Sync + 'static {
     /// Its response body.
     type Body: BodyStream;
 
-    /// Sends `request`; resolves when the response head has arrived.
+    /// Sends `request`; resolves when the response head has arrived. Reads
+    /// the connection's clock readings into `clock` as they happen.
     fn post(
         &self,
         request: &PostRequest,
+        clock: &Arc<WireClock>,
     ) -> impl Future<Output = Result<HttpResponse<Self::Body>, HttpError>> + Send;
 }

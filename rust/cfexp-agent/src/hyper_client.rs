@@ -6,13 +6,20 @@
 //! "connect + whole stream"), so no connection pool or hidden background
 //! machinery exists, and every variant does exactly the same network work.
 
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HOST, USER_AGENT};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 
-use crate::http::{BodyStream, HttpClient, HttpError, HttpErrorKind, HttpResponse, PostRequest};
+use crate::http::{
+    BodyStream, HttpClient, HttpError, HttpErrorKind, HttpResponse, PostRequest, WireClock,
+};
 use crate::runtime::Runtime;
 
 /// hyper's HTTP/1.1 client on runtime `R`.
@@ -68,15 +75,25 @@ impl BodyStream for HyperBody {
 impl<R: Runtime> HttpClient for HyperClient<R> {
     type Body = HyperBody;
 
-    async fn post(&self, request: &PostRequest) -> Result<HttpResponse<HyperBody>, HttpError> {
+    async fn post(
+        &self,
+        request: &PostRequest,
+        clock: &Arc<WireClock>,
+    ) -> Result<HttpResponse<HyperBody>, HttpError> {
         let ep = &request.endpoint;
         let connect_err = |context: String, e: &(dyn std::error::Error + 'static)| {
             HttpError::new(HttpErrorKind::Connect, &context, e)
         };
+        clock.connect_started();
         let io =
             self.runtime.connect(&ep.host, ep.port).await.map_err(|e| {
                 connect_err(format!("cannot connect to <{}:{}>", ep.host, ep.port), &e)
             })?;
+        clock.connect_finished();
+        let io = SendStamp {
+            io,
+            clock: Some(clock.clone()),
+        };
         let (mut sender, connection) = http1::handshake(io).await.map_err(|e| {
             connect_err(format!("HTTP handshake with <{}> failed", ep.authority), &e)
         })?;
@@ -109,5 +126,64 @@ impl<R: Runtime> HttpClient for HyperClient<R> {
                 _sender: sender,
             },
         })
+    }
+}
+
+/// The connection's IO, reading the clock the first time hyper writes to it:
+/// just before the request's first byte leaves (hyper writes nothing before
+/// the request; its head and a small body go out in one vectored write).
+struct SendStamp<I> {
+    io: I,
+    /// Taken at the first write; later writes cost nothing.
+    clock: Option<Arc<WireClock>>,
+}
+
+impl<I> SendStamp<I> {
+    fn stamp(&mut self) {
+        if let Some(clock) = self.clock.take() {
+            clock.sending();
+        }
+    }
+}
+
+impl<I: hyper::rt::Read + Unpin> hyper::rt::Read for SendStamp<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<I: hyper::rt::Write + Unpin> hyper::rt::Write for SendStamp<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.stamp();
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.stamp();
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }

@@ -101,8 +101,17 @@ pub struct CallRecord {
     pub error: Option<String>,
     /// Null when no response arrived.
     pub http_status: Option<u16>,
-    /// Just before the request (connect included) starts.
-    pub t_send_ns: u64,
+    /// The call began (request built, handed to the HTTP client); the
+    /// timeout runs from here.
+    pub t_start_ns: u64,
+    /// The TCP connect this call made began; null on a reused connection
+    /// (never, in this agent: it opens one connection per call).
+    pub t_connect_start_ns: Option<u64>,
+    /// That connection was established; null when the connect failed.
+    pub t_connect_end_ns: Option<u64>,
+    /// Just before the request's first byte was written on the established
+    /// connection; null when it never was.
+    pub t_send_ns: Option<u64>,
     /// First response body bytes received.
     pub t_first_byte_ns: Option<u64>,
     /// First chunk with non-empty content.
@@ -415,7 +424,7 @@ mod tests {
         let line = String::from_utf8(to_line("run-1", &rec)).unwrap();
         assert_eq!(
             line,
-            "{\"schema_version\":2,\"kind\":\"done\",\"run_id\":\"run-1\",\"success\":true,\"t_end_ns\":7}\n"
+            "{\"schema_version\":3,\"kind\":\"done\",\"run_id\":\"run-1\",\"success\":true,\"t_end_ns\":7}\n"
         );
     }
 

@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use crate::error::{Error, Kind, Result};
 
 /// The version of the agent contract (spec and records) this agent implements.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// The Python agent's event loops: the only values `runtime` may take
 /// (a Rust agent's runtime is its binary, so it ignores the field).
@@ -389,7 +389,7 @@ mod tests {
         };
         let agents: Vec<String> = (0..=extra_agents).map(agent).collect();
         format!(
-            r#"{{"schema_version":2,"run_id":"r","scenario":"{scenario}","data_dir":"/d","num_predict":64,"call_timeout_s":5.0,"cache_nonce":null,"agents":[{}]}}"#,
+            r#"{{"schema_version":3,"run_id":"r","scenario":"{scenario}","data_dir":"/d","num_predict":64,"call_timeout_s":5.0,"cache_nonce":null,"agents":[{}]}}"#,
             agents.join(",")
         )
     }
@@ -411,7 +411,7 @@ mod tests {
     #[test]
     fn rejects_other_schema_versions_and_unknown_scenarios() {
         let text =
-            spec_json(0, "single_agent").replace("\"schema_version\":2", "\"schema_version\":1");
+            spec_json(0, "single_agent").replace("\"schema_version\":3", "\"schema_version\":1");
         assert_eq!(Spec::from_json(&text).unwrap_err().kind(), Kind::Spec);
         assert!(Spec::from_json(&spec_json(0, "dance")).is_err());
     }

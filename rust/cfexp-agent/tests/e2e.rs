@@ -28,7 +28,7 @@ fn assert_well_formed(run: &Run, runtime: &str) {
     assert_eq!(run.of_kind("ready").len(), 1);
     assert_eq!(run.of_kind("done").len(), 1);
     for r in &run.records {
-        assert_eq!(r["schema_version"], 2);
+        assert_eq!(r["schema_version"], 3);
         assert_eq!(r["run_id"], "run-test");
     }
     // Every call record lists every field, in the documented order.
@@ -43,15 +43,33 @@ fn assert_well_formed(run: &Run, runtime: &str) {
     assert_eq!(ready["language"], "rust");
     assert_eq!(ready["runtime"], runtime);
     assert_eq!(ready["agent_version"], env!("CARGO_PKG_VERSION"));
-    // Every call's clock readings are ordered.
+    // Every call's clock readings are ordered: start ≤ connect start <
+    // connect end ≤ send (the request is written on an established
+    // connection) ≤ first byte ≤ … ≤ end.
     for c in run.of_kind("call") {
         let t = |k: &str| c[k].as_u64();
-        let send = t("t_send_ns").unwrap();
+        let start = t("t_start_ns").unwrap();
         let end = t("t_end_ns").unwrap();
-        assert!(send >= ready["t_ready_ns"].as_u64().unwrap());
-        assert!(send <= end);
-        let mut last = send;
-        for k in ["t_first_byte_ns", "t_first_token_ns", "t_last_token_ns"] {
+        assert!(start >= ready["t_ready_ns"].as_u64().unwrap());
+        assert!(start <= end);
+        // One connection per call: every call that got as far as the
+        // connect has its start.
+        assert!(t("t_connect_start_ns").is_some(), "no connect start in {c}");
+        if t("t_send_ns").is_some() {
+            assert!(
+                t("t_connect_end_ns").is_some(),
+                "sent without a connection in {c}"
+            );
+        }
+        let mut last = start;
+        for k in [
+            "t_connect_start_ns",
+            "t_connect_end_ns",
+            "t_send_ns",
+            "t_first_byte_ns",
+            "t_first_token_ns",
+            "t_last_token_ns",
+        ] {
             if let Some(v) = t(k) {
                 assert!(v >= last && v <= end, "{k} out of order in {c}");
                 last = v;
@@ -123,6 +141,11 @@ pub fn single_inference_ollama(bin: &str, runtime: &str) {
         (req.method.as_str(), req.path.as_str()),
         ("POST", "/api/chat")
     );
+    // The send is read before the request's first byte leaves and after the
+    // connection was made: the server had the whole request after it.
+    let send = call["t_send_ns"].as_u64().unwrap();
+    assert!(call["t_connect_end_ns"].as_u64().unwrap() <= send);
+    assert!(send <= req.t_received_ns, "sent after the server had it");
     assert_eq!(req.header("authorization"), None);
     assert_eq!(req.header("content-type"), Some("application/json"));
     assert_eq!(req.header("host"), Some(server.addr.to_string().as_str()));
@@ -286,6 +309,10 @@ pub fn connection_refused(bin: &str, runtime: &str) {
     let call = failed_call(&run, "connect");
     assert_eq!(call["http_status"], Value::Null);
     assert_eq!(call["t_first_byte_ns"], Value::Null);
+    // The connect was tried, never made; nothing was written.
+    assert!(call["t_connect_start_ns"].as_u64().is_some());
+    assert_eq!(call["t_connect_end_ns"], Value::Null);
+    assert_eq!(call["t_send_ns"], Value::Null);
 }
 
 pub fn server_hangs_up(bin: &str, runtime: &str) {
@@ -320,7 +347,7 @@ pub fn timeout(bin: &str, runtime: &str) {
     );
     assert_well_formed(&run, runtime);
     let call = failed_call(&run, "timeout");
-    let took = call["t_end_ns"].as_u64().unwrap() - call["t_send_ns"].as_u64().unwrap();
+    let took = call["t_end_ns"].as_u64().unwrap() - call["t_start_ns"].as_u64().unwrap();
     assert!(
         (300_000_000..3_000_000_000).contains(&took),
         "timeout after {took} ns"
@@ -457,14 +484,14 @@ pub fn multi_agent_overlap(bin: &str, runtime: &str) {
         .map(|a| a["persona"].as_str().unwrap())
         .collect();
     assert!(personas.contains(&"default") && personas.contains(&"InsightAgent"));
-    // The first call of each agent: their [t_send, t_end] intervals overlap.
+    // The first call of each agent: their [t_start, t_end] intervals overlap.
     let first = |name: &str| {
         run.of_kind("call")
             .into_iter()
             .find(|c| c["agent"] == name && c["call_index"] == 0)
             .map(|c| {
                 (
-                    c["t_send_ns"].as_u64().unwrap(),
+                    c["t_start_ns"].as_u64().unwrap(),
                     c["t_end_ns"].as_u64().unwrap(),
                 )
             })

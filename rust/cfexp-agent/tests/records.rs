@@ -16,7 +16,7 @@ fn record_of(line: &str) -> (String, Record) {
     let Value::Object(mut obj) = serde_json::from_str(line).expect("a JSON line") else {
         panic!("not an object: {line}");
     };
-    assert_eq!(obj.remove("schema_version"), Some(Value::from(2)));
+    assert_eq!(obj.remove("schema_version"), Some(Value::from(3)));
     let kind = obj.remove("kind").expect("kind");
     let run_id = obj.remove("run_id").expect("run_id");
     let body = Value::Object(obj);

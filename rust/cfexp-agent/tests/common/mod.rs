@@ -338,7 +338,7 @@ pub fn agent(i: usize, base_url: &str, api: &str) -> Value {
 /// A spec for `scenario` with `agents`.
 pub fn spec(scenario: &str, data_dir: &Path, agents: Vec<Value>) -> Value {
     json!({
-        "schema_version": 2,
+        "schema_version": 3,
         "run_id": "run-test",
         "scenario": scenario,
         "data_dir": data_dir,
@@ -380,7 +380,7 @@ impl Run {
 
 /// The call record's fields, in the order every agent writes them
 /// (docs/record-schema.md, section 3), after `schema_version`, `kind`, `run_id`.
-pub const CALL_FIELDS: [&str; 38] = [
+pub const CALL_FIELDS: [&str; 41] = [
     "agent",
     "call_index",
     "step",
@@ -395,6 +395,9 @@ pub const CALL_FIELDS: [&str; 38] = [
     "error_kind",
     "error",
     "http_status",
+    "t_start_ns",
+    "t_connect_start_ns",
+    "t_connect_end_ns",
     "t_send_ns",
     "t_first_byte_ns",
     "t_first_token_ns",
