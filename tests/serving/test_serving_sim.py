@@ -296,7 +296,9 @@ def test_drop_after_tokens_fault_cuts_streams(server_factory: ServerFactory) -> 
 
 def test_a_client_that_gives_up_while_queued_costs_no_generation(server_factory: ServerFactory) -> None:
     server = server_factory("sim", {**TIMING, "decode_gpu_tok_s": 100.0})
-    streams, threads = _start_in_order(server, 1, num_predict=50)  # holds the only slot for 0.5 s
+    # Holds the only slot for 5 s: time enough, even on a busy machine, for the second request
+    # to arrive and be seen waiting (0.5 s was not at a load average of 9; issue 17.5).
+    streams, threads = _start_in_order(server, 1, num_predict=500)
     body = json.dumps({"model": SIM_MODEL, "messages": CHAT, "options": {"num_predict": 50}}).encode()
     head = f"POST /api/chat HTTP/1.1\r\nHost: test\r\nContent-Length: {len(body)}\r\n\r\n".encode()
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
