@@ -28,6 +28,16 @@ that takes a while), then opens the finished store. What it finds:
   deleted) and created anew;
 - a schema from a **newer MLflow**: left alone, with a message.
 
+A store on a local file system is kept in SQLite's write-ahead-log mode
+(``journal_mode=WAL``, set once, in the file): each commit then waits for one
+``fsync`` of the log instead of three or four of the rollback journal and the
+database (about 10 ms instead of 45 on this project's 2-core machine, and a job
+commits five times), and is just as durable — SQLite's default
+``synchronous=FULL`` syncs the log at every commit, so a run written is kept
+through a crash of cfexp or of the machine. On a network file system (NFS,
+SMB, Lustre, …), where WAL's shared memory does not work, the store keeps
+SQLite's default rollback journal.
+
 Other URIs (an MLflow server, PostgreSQL) are opened as they are: a server
 migrates its own store once, at its start.
 """
@@ -98,8 +108,11 @@ def open_client(uri: str) -> Any:  # mlflow's MlflowClient
         return _ready_client(uri, path, head)
     try:
         state = inspect_store(path, count_data=False)
+        if not state.tables:  # a new store: MLflow creates its tables in WAL mode already
+            use_write_ahead_log(path)
         if not (head is not None and state.version == head and not state.leftovers):
             return _ready_client(uri, path, head)
+        use_write_ahead_log(path)
     except sqlite3.Error as exc:
         raise TrackingError(
             f"cannot read the tracking store <tracking.uri={uri}>: {exc}. Is {path} an MLflow SQLite store? "
@@ -108,6 +121,46 @@ def open_client(uri: str) -> Any:  # mlflow's MlflowClient
     finally:
         lock.release()
     return _client(uri)  # a ready store: MLflow neither creates nor migrates anything
+
+
+# File systems where SQLite's WAL mode must not be used (its index lives in shared memory).
+_NETWORK_FILE_SYSTEMS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "lustre", "gpfs", "ceph", "glusterfs", "9p", "afs")
+
+
+def use_write_ahead_log(path: Path) -> None:
+    """Put the store at ``path`` (a new one too) in WAL mode, on a local file system; never raises.
+
+    Called under the store's lock. Another process that has the store open
+    keeps it in its mode (SQLite refuses the change then): this one tries
+    again on the next command.
+    """
+    if not _on_local_file_system(path.parent):
+        return
+    try:
+        with closing(sqlite3.connect(path, timeout=1)) as db:
+            if str(db.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.Error as exc:
+        log.debug("the tracking store %s stays in its journal mode: %s", path, exc)
+
+
+def _on_local_file_system(folder: Path) -> bool:
+    """Whether ``folder`` is on a local file system (its mount's type, from /proc/mounts)."""
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return False  # not Linux, or no /proc: keep SQLite's default
+    resolved = str(folder.resolve())
+    best, kind = "", ""
+    for line in mounts:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        mount_point = fields[1].replace("\\040", " ")
+        inside = resolved == mount_point or resolved.startswith(mount_point.rstrip("/") + "/")
+        if inside and len(mount_point) > len(best):
+            best, kind = mount_point, fields[2]
+    return bool(kind) and kind not in _NETWORK_FILE_SYSTEMS and not kind.startswith("fuse")
 
 
 def _client(uri: str) -> Any:
