@@ -44,6 +44,7 @@ migrates its own store once, at its start.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
@@ -57,6 +58,7 @@ from typing import Any
 
 from cfexp.errors import TrackingError
 from cfexp.filelock import FileLock
+from cfexp.locations import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -352,15 +354,77 @@ def _copy_database(source: Path, target: Path) -> None:
         src.backup(dst)
 
 
-def _head_revision() -> str | None:
-    """The schema version this MLflow expects (None if it cannot be read)."""
-    try:
-        from mlflow.store.db.utils import _get_latest_schema_revision
+# The schema version each installed MLflow expects, by the fingerprint of its migration scripts.
+HEAD_CACHE_FILE = "mlflow-schema-head.json"
 
-        return str(_get_latest_schema_revision())  # type: ignore[no-untyped-call]  # MLflow: unannotated
+
+def _head_revision() -> str | None:
+    """The schema version this MLflow expects (None if it cannot be read).
+
+    MLflow finds it by importing every one of its ~130 migration scripts, and
+    does so again when it opens a store (``_verify_schema``): a second or more
+    at every command's start. The answer depends only on those scripts, so it
+    is kept in cfexp's cache under a fingerprint of them (names, sizes, times:
+    another MLflow, or a changed script, is looked up anew), and MLflow's own
+    lookup in this process is given the same answer.
+    """
+    fingerprint = _migrations_fingerprint()
+    head = _cached_head(fingerprint)
+    try:
+        import mlflow.store.db.utils as mlflow_db
+
+        if head is None:
+            head = str(mlflow_db._get_latest_schema_revision())  # type: ignore[no-untyped-call]  # MLflow: unannotated
+            _cache_head(fingerprint, head)
+        found = head
+        mlflow_db._get_latest_schema_revision = lambda: found  # what it would compute, computed once
+        return head
     except Exception as exc:  # a private MLflow function: never fail for it
         log.debug("cannot read MLflow's schema version: %s", exc)
         return None
+
+
+def _migrations_fingerprint() -> str | None:
+    """Names, sizes and modification times of MLflow's migration scripts (without importing MLflow)."""
+    try:
+        import hashlib
+        import importlib.util
+        from importlib import metadata
+
+        spec = importlib.util.find_spec("mlflow")
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        versions = Path(list(spec.submodule_search_locations)[0]) / "store" / "db_migrations" / "versions"
+        digest = hashlib.sha256(metadata.version("mlflow").encode())
+        for script in sorted(versions.glob("*.py")):
+            info = script.stat()
+            digest.update(f"{script.name}:{info.st_size}:{info.st_mtime_ns}\n".encode())
+        return digest.hexdigest()
+    except (OSError, ImportError, ValueError, metadata.PackageNotFoundError):
+        return None
+
+
+def _cached_head(fingerprint: str | None) -> str | None:
+    if fingerprint is None:
+        return None
+    try:
+        return str(json.loads((cache_dir() / HEAD_CACHE_FILE).read_text())[fingerprint])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _cache_head(fingerprint: str | None, head: str) -> None:
+    """Best effort (a read-only home only makes the next start slower)."""
+    if fingerprint is None:
+        return
+    path = cache_dir() / HEAD_CACHE_FILE
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        temporary.write_text(json.dumps({fingerprint: head}))
+        temporary.replace(path)  # atomic: a reader never sees half a file
+    except OSError as exc:
+        log.debug("could not cache MLflow's schema version in %s: %s", path, exc)
 
 
 def _known_revision(version: str) -> bool:

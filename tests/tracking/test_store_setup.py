@@ -4,6 +4,7 @@ and a half-migrated one reported (or, when it holds nothing, set aside)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import sqlite3
 import subprocess
@@ -261,3 +262,24 @@ def test_the_mount_of_a_folder_is_read_from_proc_mounts(tmp_path: Path, monkeypa
     assert store_setup._on_local_file_system(Path("/home/me"))
     assert not store_setup._on_local_file_system(Path("/shared/me/mlruns"))
     assert not store_setup._on_local_file_system(Path("/fuse/x"))
+
+
+def test_mlflows_schema_version_is_looked_up_once_per_mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its migration scripts are imported once; later commands read the answer from the cache."""
+    import mlflow.store.db.utils as mlflow_db
+    from alembic.script import ScriptDirectory
+
+    monkeypatch.setenv("CFEXP_CACHE_DIR", str(tmp_path))
+    # Whatever _head_revision hands MLflow in this process is undone after the test.
+    monkeypatch.setattr(mlflow_db, "_get_latest_schema_revision", mlflow_db._get_latest_schema_revision)
+    truth = ScriptDirectory.from_config(mlflow_db._get_alembic_config(db_url="")).get_heads()[0]
+    assert store_setup._head_revision() == truth
+    cached = json.loads((tmp_path / store_setup.HEAD_CACHE_FILE).read_text())
+    assert list(cached.values()) == [truth]
+    assert mlflow_db._get_latest_schema_revision() == truth  # MLflow's own check gets the same answer
+    fingerprint = next(iter(cached))
+    (tmp_path / store_setup.HEAD_CACHE_FILE).write_text(json.dumps({fingerprint: "from-the-cache"}))
+    assert store_setup._head_revision() == "from-the-cache"  # no script imported
+    monkeypatch.setattr(store_setup, "_migrations_fingerprint", lambda: "another MLflow")
+    monkeypatch.setattr(mlflow_db, "_get_latest_schema_revision", lambda: truth)
+    assert store_setup._head_revision() == truth  # another MLflow is looked up anew
