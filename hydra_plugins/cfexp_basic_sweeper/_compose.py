@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
 from hydra._internal.config_repository import CachingConfigRepository
@@ -61,12 +61,14 @@ class ReusingConfigLoader(ConfigLoaderImpl):
         """Make Hydra's own loader instance this one (the launcher holds the same object)."""
         if type(loader) is ConfigLoaderImpl:
             loader.__class__ = cls
-            loader._bases, loader._checked = {}, {}
+            adopted = cast(ReusingConfigLoader, loader)
+            adopted._bases, adopted._checked = {}, {}
 
     def __getstate__(self) -> dict[str, Any]:
         # Launchers that run jobs elsewhere pickle the loader: the caches stay here.
         state = dict(self.__dict__)
         state["_bases"], state["_checked"] = {}, {}
+        state.pop("_groups", None)
         return state
 
     def check_batch(self, master_config: DictConfig, batch: Sequence[Sequence[str]]) -> None:
