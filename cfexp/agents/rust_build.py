@@ -77,9 +77,15 @@ def _cargo() -> str:
 
 
 def _sources() -> list[Path]:
-    paths = [RUST_DIR / "Cargo.toml", RUST_DIR / "Cargo.lock"]
-    paths += sorted(p for p in RUST_DIR.glob("*/**/*") if p.is_file() and "target" not in p.parts)
-    return [path for path in paths if path.exists()]
+    """Cargo.toml, Cargo.lock and every file in the crate's folders, build products (target/) left out."""
+    paths = [path for path in (RUST_DIR / "Cargo.toml", RUST_DIR / "Cargo.lock") if path.exists()]
+    found = []
+    for top in sorted(p for p in RUST_DIR.iterdir() if p.is_dir() and p.name != "target") if RUST_DIR.is_dir() else []:
+        # os.walk, pruned: pathlib's "**" glob took ~30 ms per job here, most of it in target/.
+        for folder, subfolders, files in os.walk(top):
+            subfolders[:] = [name for name in subfolders if name != "target"]
+            found += [Path(folder) / name for name in files]
+    return paths + sorted(found)
 
 
 # The last fingerprint computed in this process, by the sources' (name, size, mtime) it was
