@@ -35,9 +35,9 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from _common import REPO, machine_line, write_section
+from _phases import PHASES
 from mlflow.tracking import MlflowClient
 
 OUT = REPO / "docs" / "benchmarks.md"
@@ -110,10 +110,7 @@ def breakdown(code: Path, root: Path, jobs: int) -> tuple[list[tuple[str, float,
     events = [json.loads(line) for line in events_file.read_text().splitlines()]
     starts = sorted(e["t0_ns"] for e in events if e["phase"].startswith("job ("))
     per_job: dict[str, list[tuple[float, int]]] = collections.defaultdict(list)
-    order: list[str] = []
-    for event in events:
-        if event["phase"] not in order:
-            order.append(event["phase"])
+    order = [label for label, _, _ in PHASES]  # the order _phases.py lists them in: a job's steps in turn
     # Each job from its start to the next one's (the first and last jobs are left out: set-up, tear-down).
     for begin, end in zip(starts[1:-2], starts[2:-1]):
         total: collections.Counter[str] = collections.Counter()
@@ -127,14 +124,15 @@ def breakdown(code: Path, root: Path, jobs: int) -> tuple[list[tuple[str, float,
             per_job[phase].append((total[phase], calls[phase]))
     rows = [("gap between job starts", statistics.median(t for t, _ in per_job["gap between job starts"]), 1.0)]
     for phase in order:
-        if phase.startswith(("start:", "end:", "launch")) or phase not in per_job:
+        if phase.startswith(("start:", "end:", "launch", "servers stopped")) or phase not in per_job:
             continue
         median_ms = statistics.median(t for t, _ in per_job[phase])
         if median_ms >= 0.5:
             rows.append((phase, median_ms, statistics.median(c for _, c in per_job[phase])))
     launch = next(e["t0_ns"] for e in events if e["phase"] == "launch")
     once = [("launch -> first job starts", (starts[0] - launch) / 1e6)]
-    once += [(e["phase"], e["dt_ns"] / 1e6) for e in events if e["phase"].startswith(("start:", "end:"))]
+    once += [(e["phase"], e["dt_ns"] / 1e6) for e in events
+             if e["phase"].startswith(("start:", "end:")) or (e["phase"].startswith("servers stopped") and e["dt_ns"] > 1e6)]
     return rows, once
 
 
@@ -168,9 +166,13 @@ def main() -> None:
     names = {"gap_s": "per-job cost: median gap between job starts",
              "start_s": "sweep start: launch to the server's first request",
              "exit_s": "exit: the last job's run ended to the command's exit"}
-    header = "| measure | " + " | ".join(trees) + " | target |\n|---|" + "---|" * (len(trees) + 1)
+    # On a noisy machine the ratio within one run says more than either number (the pairs ran interleaved).
+    ratio = args.before is not None
+    header = ("| measure | " + " | ".join(trees) + (" | after / before" if ratio else "") + " | target |\n|---|"
+              + "---|" * (len(trees) + 1 + ratio))
     lines = [header] + [
-        f"| {names[key]} | " + " | ".join(f"{medians[label][key]:.3f} s" for label in trees) + f" | <= {target} s |"
+        f"| {names[key]} | " + " | ".join(f"{medians[label][key]:.3f} s" for label in trees)
+        + (f" | {medians['after'][key] / medians['before'][key]:.2f}" if ratio else "") + f" | <= {target} s |"
         for key, target in TARGETS.items()
     ]
     every = "; ".join(
