@@ -14,6 +14,7 @@ KILLED, the sweep's parent run too, and every server and agent is stopped.
 
 from __future__ import annotations
 
+import gc
 import signal
 import sys
 
@@ -46,6 +47,16 @@ def main() -> None:
         sys.exit(2)
     register_configs()
     install_cleanup_handlers()
+    try:
+        _run()
+    finally:
+        # Every object made so far lives until the process ends: the interpreter's last
+        # collections need not walk them (with MLflow and Hydra loaded, ~0.8 s of the exit
+        # on 2 cores). Exit handlers still run (servers and agents are stopped, logs flushed).
+        gc.freeze()
+
+
+def _run() -> None:
     try:
         _hydra_entry()
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated)

@@ -11,6 +11,7 @@ checkout's folders; installed from a wheel, the package's copies.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -43,3 +44,8 @@ def rust_dir() -> Path:
 def is_installed_copy() -> bool:
     """True when cfexp runs from an installed wheel, not from a checkout."""
     return checkout_root() is None
+
+
+def cache_dir() -> Path:
+    """Where cfexp keeps what it can rebuild: ``$CFEXP_CACHE_DIR``, else ``~/.cache/cfexp``."""
+    return Path(os.environ.get("CFEXP_CACHE_DIR") or Path.home() / ".cache" / "cfexp")

@@ -18,6 +18,7 @@ import httpx
 
 from cfexp.backends.base import LaunchSpec, ServerInstance
 from cfexp.backends.model_files import embedded_gguf
+from cfexp.backends.net import tls_context
 from cfexp.backends.process import ManagedProcess
 from cfexp.errors import ServerStartError
 
@@ -96,7 +97,7 @@ class CfexpServerBackend:
             raise ServerStartError(f"the {self.engine} server {what} printed a bad ready line: {line!r}")
         base_url = f"http://{launch.host}:{match.group(1)}"
         try:
-            version = httpx.get(f"{base_url}/api/version", timeout=10).json().get("version")
+            version = httpx.get(f"{base_url}/api/version", timeout=10, verify=tls_context()).json().get("version")
         except (httpx.HTTPError, ValueError) as exc:
             process.stop()
             raise ServerStartError(

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 
 from cfexp.backends.base import LaunchSpec, ServerInstance
-from cfexp.backends.net import is_loopback, port_free
+from cfexp.backends.net import is_loopback, port_free, tls_context
 from cfexp.backends.process import ManagedProcess
 from cfexp.childproc import launcher_path
 from cfexp.errors import ModelNotAvailableError, ServerStartError, ServerUnreachableError, SetupError
@@ -27,7 +27,7 @@ _INSTALL_HINT = "install Ollama (https://ollama.com/download) or give backend.ur
 
 def _ollama_version(base_url: str) -> str | None:
     try:
-        response = httpx.get(f"{base_url}/api/version", timeout=3)
+        response = httpx.get(f"{base_url}/api/version", timeout=3, verify=tls_context())
         response.raise_for_status()
         return str(response.json().get("version"))
     except (httpx.HTTPError, ValueError):
@@ -114,7 +114,7 @@ class OllamaBackend:
 
     @staticmethod
     def _check_model(base_url: str, model: str) -> None:
-        response = httpx.get(f"{base_url}/api/tags", timeout=10)
+        response = httpx.get(f"{base_url}/api/tags", timeout=10, verify=tls_context())
         names = {entry.get("name") for entry in response.json().get("models", [])}
         if model not in names and f"{model}:latest" not in names:
             raise ModelNotAvailableError(
@@ -131,7 +131,7 @@ class OpenAIBackend:
         base_url = launch.url.rstrip("/")
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
         try:
-            response = httpx.get(f"{base_url}/v1/models", headers=headers, timeout=10)
+            response = httpx.get(f"{base_url}/v1/models", headers=headers, timeout=10, verify=tls_context())
         except httpx.HTTPError as exc:
             raise ServerUnreachableError(
                 f"no OpenAI-compatible server answers at <backend.url={base_url}> ({exc.__class__.__name__}): "

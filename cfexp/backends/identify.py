@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 
 from cfexp.backends.model_files import file_sha256
+from cfexp.backends.net import tls_context
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,9 @@ class ServerIdentity:
 def identify(base_url: str, model: str, api_key: str | None = None) -> ServerIdentity:
     """Ask the server at ``base_url`` what it is (a few GETs; never raises for an odd answer)."""
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    with httpx.Client(base_url=base_url, headers=headers, timeout=_PROBE_TIMEOUT_S, trust_env=False) as client:
+    with httpx.Client(
+        base_url=base_url, headers=headers, timeout=_PROBE_TIMEOUT_S, trust_env=False, verify=tls_context(trust_env=False)
+    ) as client:
         version = _json(client, "/api/version")
         if version is not None and version.get("server") == "cfexp-serving":
             engine = str(version.get("engine"))
@@ -83,7 +86,9 @@ def loaded_state(base_url: str, model: str, api_key: str | None = None) -> Loade
     ``LoadedState(None, None)``.
     """
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    with httpx.Client(base_url=base_url, headers=headers, timeout=_PROBE_TIMEOUT_S, trust_env=False) as client:
+    with httpx.Client(
+        base_url=base_url, headers=headers, timeout=_PROBE_TIMEOUT_S, trust_env=False, verify=tls_context(trust_env=False)
+    ) as client:
         ps = _json(client, "/api/ps")
         entries = ps.get("models") if ps is not None else None
         if isinstance(entries, list):

@@ -53,7 +53,7 @@ import httpx
 from cfexp.backends.base import LaunchSpec, ServerInstance
 from cfexp.backends.llama_server_build import LlamaServerBuild
 from cfexp.backends.model_files import embedded_gguf
-from cfexp.backends.net import is_loopback, port_free
+from cfexp.backends.net import is_loopback, port_free, tls_context
 from cfexp.backends.process import ManagedProcess
 from cfexp.childproc import launcher_path
 from cfexp.errors import ServerStartError, ServerUnreachableError, SetupError
@@ -217,7 +217,7 @@ def _server_env() -> dict[str, str]:
 def _health(base_url: str, timeout_s: float = 3.0) -> int | None:
     """HTTP status of GET /health (200 ready, 503 loading), None when nothing answers."""
     try:
-        return httpx.get(f"{base_url}/health", timeout=timeout_s).status_code
+        return httpx.get(f"{base_url}/health", timeout=timeout_s, verify=tls_context()).status_code
     except httpx.HTTPError:
         return None
 
@@ -236,7 +236,7 @@ def _wait_loaded(base_url: str, timeout_s: float) -> None:
 
 def _props(base_url: str) -> dict[str, Any]:
     try:
-        response = httpx.get(f"{base_url}/props", timeout=10)
+        response = httpx.get(f"{base_url}/props", timeout=10, verify=tls_context())
         response.raise_for_status()
         body = response.json()
     except (httpx.HTTPError, ValueError):

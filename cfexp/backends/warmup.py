@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 from cfexp.backends.base import ServerInstance
+from cfexp.backends.net import tls_context
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,10 @@ def warm_up(
         path, body = _request(target, model)
         for _ in range(calls):
             try:
-                response = httpx.post(target.instance.base_url + path, json=body, headers=headers, timeout=timeout_s)
+                response = httpx.post(
+                    target.instance.base_url + path, json=body, headers=headers, timeout=timeout_s,
+                    verify=tls_context(),
+                )
                 response.raise_for_status()
                 load_ns = response.json().get("load_duration")
                 if isinstance(load_ns, int):

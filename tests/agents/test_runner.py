@@ -68,3 +68,20 @@ def test_a_failing_watch_stops_the_agent_and_says_why(tmp_path: Path) -> None:
         p for p in psutil.process_iter(["cmdline"]) if FAKE_AGENT[:40] in " ".join(p.info["cmdline"] or [])
     ]
     assert spec_users == []  # the agent is gone
+
+
+def test_the_exit_of_a_child_is_seen_at_once_and_a_running_one_times_out() -> None:
+    """The agent's exit wakes the harness (a pidfd) instead of a poll that sleeps up to 50 ms."""
+    import subprocess
+    import sys
+
+    from cfexp.agents.runner import _ExitWaiter
+
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    waiter = _ExitWaiter(running)
+    try:
+        assert waiter(0.05) is False
+    finally:
+        running.kill()
+    assert waiter(5.0) is True and running.returncode is not None
+    waiter.close()

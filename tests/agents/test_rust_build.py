@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,26 @@ def test_jobs_that_need_a_rust_agent_together_build_it_once() -> None:
     assert sum("building the Rust agent for runtime=smol" in r.stderr for r in results) == 1  # cargo ran once
     assert stamp.read_text() == rust_build._fingerprint()
     assert binary.stat().st_size > 100_000
+
+
+def test_a_sweep_hashes_the_sources_again_only_when_one_was_touched(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    crate = tmp_path / "rust"
+    (crate / "agent" / "src").mkdir(parents=True)
+    (crate / "Cargo.toml").write_text("[workspace]\n")
+    source = crate / "agent" / "src" / "lib.rs"
+    source.write_text("pub fn a() {}\n")
+    old_ns = 1_000_000_000_000_000_000
+    os.utime(source, ns=(old_ns, old_ns))
+    os.utime(crate / "Cargo.toml", ns=(old_ns, old_ns))
+    monkeypatch.setattr(rust_build, "RUST_DIR", crate)
+    monkeypatch.setattr(rust_build, "_LAST_FINGERPRINT", None)
+    first = rust_build._fingerprint()
+    reads = []
+    monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(self) or b"")
+    assert rust_build._fingerprint() == first and reads == []  # settled sources: a stat each, no read
+    source.write_text("pub fn b() {}\n")  # same size, a new time
+    monkeypatch.undo()
+    monkeypatch.setattr(rust_build, "RUST_DIR", crate)
+    assert rust_build._fingerprint() != first

@@ -4,6 +4,7 @@ and a half-migrated one reported (or, when it holds nothing, set aside)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import sqlite3
 import subprocess
@@ -220,3 +221,65 @@ def test_a_file_that_is_not_a_store_is_named(tmp_path: Path) -> None:
     with pytest.raises(TrackingError, match=r"cannot read the tracking store .*Is .*mlflow.db an MLflow SQLite store"):
         MlflowTracker(f"sqlite:///{path}", tmp_path / "artifacts")
     assert path.read_text().startswith("not a database")
+
+
+def journal_mode(path: Path) -> str:
+    with closing(sqlite3.connect(path)) as db:
+        return str(db.execute("PRAGMA journal_mode").fetchone()[0])
+
+
+def test_a_local_store_is_kept_in_wal_mode_new_or_old(tmp_path: Path) -> None:
+    """One fsync of the log per commit instead of the rollback journal's several; as durable."""
+    new = tmp_path / "new" / "mlflow.db"
+    tracker = MlflowTracker(f"sqlite:///{new}", tmp_path / "artifacts")
+    run_id = tracker.start_run("exp", "job", {})
+    tracker.end_run(run_id, "FINISHED")
+    assert journal_mode(new) == "wal"
+    old = tmp_path / "old" / "mlflow.db"
+    MlflowTracker(f"sqlite:///{old}", tmp_path / "artifacts")
+    store_setup._forget_store(f"sqlite:///{old}")  # MLflow's pooled connections let go of it
+    sql(old, "PRAGMA journal_mode=DELETE")  # a store made before cfexp used WAL
+    assert journal_mode(old) == "delete"
+    MlflowTracker(f"sqlite:///{old}", tmp_path / "artifacts")
+    assert journal_mode(old) == "wal"
+    with closing(sqlite3.connect(old)) as db:  # SQLite's default: the log is synced at every commit
+        assert db.execute("PRAGMA synchronous").fetchone()[0] == 2
+
+
+def test_a_store_on_a_network_file_system_keeps_the_rollback_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_setup, "_on_local_file_system", lambda folder: False)
+    path = tmp_path / "mlflow.db"
+    MlflowTracker(f"sqlite:///{path}", tmp_path / "artifacts")
+    assert journal_mode(path) == "delete"
+
+
+def test_the_mount_of_a_folder_is_read_from_proc_mounts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mounts = "/dev/vda / ext4 rw 0 0\nserver:/export /shared nfs4 rw 0 0\nfuse /fuse fuse.sshfs rw 0 0\n"
+    real_read_text = Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: mounts if str(self) == "/proc/mounts" else real_read_text(self, *a, **k))
+    assert store_setup._on_local_file_system(Path("/home/me"))
+    assert not store_setup._on_local_file_system(Path("/shared/me/mlruns"))
+    assert not store_setup._on_local_file_system(Path("/fuse/x"))
+
+
+def test_mlflows_schema_version_is_looked_up_once_per_mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its migration scripts are imported once; later commands read the answer from the cache."""
+    import mlflow.store.db.utils as mlflow_db
+    from alembic.script import ScriptDirectory
+
+    monkeypatch.setenv("CFEXP_CACHE_DIR", str(tmp_path))
+    # Whatever _head_revision hands MLflow in this process is undone after the test.
+    monkeypatch.setattr(mlflow_db, "_get_latest_schema_revision", mlflow_db._get_latest_schema_revision)
+    truth = ScriptDirectory.from_config(mlflow_db._get_alembic_config(db_url="")).get_heads()[0]
+    assert store_setup._head_revision() == truth
+    cached = json.loads((tmp_path / store_setup.HEAD_CACHE_FILE).read_text())
+    assert list(cached.values()) == [truth]
+    assert mlflow_db._get_latest_schema_revision() == truth  # MLflow's own check gets the same answer
+    fingerprint = next(iter(cached))
+    (tmp_path / store_setup.HEAD_CACHE_FILE).write_text(json.dumps({fingerprint: "from-the-cache"}))
+    assert store_setup._head_revision() == "from-the-cache"  # no script imported
+    monkeypatch.setattr(store_setup, "_migrations_fingerprint", lambda: "another MLflow")
+    monkeypatch.setattr(mlflow_db, "_get_latest_schema_revision", lambda: truth)
+    assert store_setup._head_revision() == truth  # another MLflow is looked up anew
