@@ -14,12 +14,20 @@ efficiencies hold on a loaded 2-core machine:
   and the drift is reported and warned about.
 
 Margins come from the simulator's model, not from luck: the timing model's
-durations are exact (jitter 0), so only the harness's own milliseconds move
-the figures.
+durations are exact (jitter 0) and kept to absolute deadlines, so only the
+harness's own milliseconds move the figures. On a busy machine those grow
+(issue 17.5: these tests are run beside 6 busy processes by
+``benchmarks/under_load.py``), so the figures that sit close to their truth
+are judged with the harness's own share added, measured from the same run
+(:func:`harness_points`), and every prompt takes ~0.3 s to prefill (1000
+tok/s), so that the contention rule's 25 % on TTFT is not met by a few
+milliseconds of the client's scheduling.
 """
 
 from __future__ import annotations
 
+import json
+import statistics
 from pathlib import Path
 
 import pytest
@@ -33,9 +41,38 @@ SIM = (
     "backend.settings.time_scale=1.0",
     "backend.settings.jitter_cv=0",
     "+backend.settings.decode_gpu_tok_s=120",
+    "+backend.settings.prefill_gpu_tok_s=1000",
     "scenario=multi_agent",
     "num_predict=40",
 )
+
+
+def _client_ms(records: Path) -> tuple[dict[str, float], float]:
+    """Per agent, its workflow's time outside the server's own time for its calls (the client's and
+    the harness's share), and the phase's wall time (first start to last end), in ms."""
+    lines = [json.loads(line) for line in records.read_text().splitlines()]
+    agents = [r for r in lines if r["kind"] == "agent"]
+    server_ms = {a["agent"]: 0.0 for a in agents}
+    for call in (r for r in lines if r["kind"] == "call"):
+        server_ms[call["agent"]] += call["server_total_duration_ns"] / 1e6
+    client = {a["agent"]: (a["t_end_ns"] - a["t_start_ns"]) / 1e6 - server_ms[a["agent"]] for a in agents}
+    wall = (max(a["t_end_ns"] for a in agents) - min(a["t_start_ns"] for a in agents)) / 1e6
+    return client, wall
+
+
+def harness_points(run_dir: Path) -> float:
+    """How many points of parallel efficiency the client's own time can move in this job.
+
+    With no interference the server's time is the same alone and together, so efficiency =
+    (S + c_solo) / (S + c_concurrent): it departs from 100 % by the difference between the
+    client's share together and alone, over the concurrent wall. Measured, per agent, from the
+    records (solo: the mean of its solo phases), the largest difference in %."""
+    concurrent, wall = _client_ms(run_dir / "records.jsonl")
+    solos: dict[str, list[float]] = {}
+    for phase in sorted((run_dir / "phases").glob("solo_*")):
+        for agent, ms in _client_ms(phase / "records.jsonl")[0].items():
+            solos.setdefault(agent, []).append(ms)
+    return max(abs(concurrent[a] - statistics.fmean(solos[a])) for a in concurrent) / wall * 100
 
 
 def test_parallel_efficiency_follows_the_topology(tmp_path: Path) -> None:
@@ -76,8 +113,6 @@ def test_hetero_agents_get_their_own_options_and_baseline_sends_none(tmp_path: P
         "scenario.mode=chimera_hetero", "+scenario.per_agent={agent_1:{ctx:1024,gpu_layers:100}}",
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    import json
-
     (job_dir,) = [p for p in (tmp_path / "multirun").iterdir() if p.name == "0"]
     calls = [json.loads(line) for line in (job_dir / "records.jsonl").read_text().splitlines()]
     options = {c["agent"]: c["options"] for c in calls if c["kind"] == "call"}
@@ -112,7 +147,7 @@ def test_uneven_agents_without_interference_are_100_percent_efficient(tmp_path: 
 
 def test_aba_holds_under_a_machine_that_slows_down_and_reports_the_drift(tmp_path: Path) -> None:
     """Every duration grows by drift_per_s per second since the server started: over this
-    job's ~3.5 s, by ~10 %. No interference (dual), so the truth is 100 %."""
+    job's few seconds, by 10-15 %. No interference (dual), so the truth is 100 %."""
     drifting = (*SIM, "topology=dual", "topology.lifecycle=per_job", "+backend.settings.drift_per_s=0.03",
                 "scenario.drift_warn_pct=3")  # fmt: skip
     done = run_cfexp(tmp_path / "aba", *drifting, "scenario.solo=both", timeout=600)
@@ -121,7 +156,10 @@ def test_aba_holds_under_a_machine_that_slows_down_and_reports_the_drift(tmp_pat
     done = run_cfexp(tmp_path / "before", *drifting, "scenario.solo=before", timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     (before,) = runs_of(tmp_path / "before")
-    assert aba.data.metrics["parallel_efficiency_pct"] == pytest.approx(100, abs=2), aba.data.metrics
+    harness = harness_points(tmp_path / "aba" / "run")
+    assert aba.data.metrics["parallel_efficiency_pct"] == pytest.approx(100, abs=2 + harness), (
+        harness, aba.data.metrics
+    )
     assert before.data.metrics["parallel_efficiency_pct"] < 98, before.data.metrics
     assert aba.data.metrics["drift_pct"] > 3
     assert "drift_pct" in aba.data.tags["measurement_warnings"]
