@@ -39,6 +39,15 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile by linear interpolation (numpy's default, without numpy)."""
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 

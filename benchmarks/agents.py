@@ -24,18 +24,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from _common import REPO, machine_line, median, read_jsonl, sweep, write_section
+from _common import REPO, machine_line, median, percentile, read_jsonl, sweep, write_section
 
 RUNTIMES = ["asyncio", "uvloop", "tokio", "tokio_localset", "smol", "smol_1kb", "async_std"]
 TARGETS = {"startup": "<= 10 ms (tokio), <= 400 ms (Python)", "rss": "<= 10 MB (tokio), <= 60 MB (Python)"}
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 def ttft_errors_ms(sweep_dir: Path) -> dict[str, list[float]]:

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _common import REPO, machine_line, read_jsonl, write_section
+from _common import REPO, machine_line, percentile, read_jsonl, write_section
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
@@ -74,14 +74,6 @@ class Overheads:
     @property
     def all(self) -> list[float]:
         return self.first + self.warm
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 def served_request(call: dict[str, Any], truth: list[dict[str, Any]]) -> dict[str, Any] | None:
