@@ -19,6 +19,7 @@ from cfexp.backends.net import port_free
 from cfexp.cli import runs_page
 from cfexp.tracking.tags import VIEW_TAG
 from tests.app.test_e2e_sim import FAST_SIM, run_cfexp
+from tests.app.test_kills import cmdline
 from tests.chromium import Browser
 
 REPO = Path(__file__).resolve().parent.parent
@@ -129,13 +130,13 @@ def test_sigterm_stops_cfexp_ui_and_every_process_of_the_mlflow_server(
     ui_factory.append(ui)
     ui.links()
     tree = ui.tree()
-    names = " ".join(" ".join(p.cmdline()) for p in tree)
+    names = " ".join(cmdline(p) for p in tree)
     assert "uvicorn" in names and "mlflow" in names, names  # the server really is below cfexp ui
     assert not port_free("127.0.0.1", ui.port)
 
     assert ui.stop(signal.SIGTERM) == 128 + signal.SIGTERM
     _, alive = psutil.wait_procs(tree, timeout=10)
-    assert alive == [], [" ".join(p.cmdline()) for p in alive]
+    assert alive == [], [cmdline(p) for p in alive]
     assert port_free("127.0.0.1", ui.port)
 
 

@@ -120,12 +120,21 @@ def started_cfexp(tmp_path: Path, *args: str) -> Iterator[subprocess.Popen[str]]
             cfexp.communicate()
 
 
+def cmdline(proc: psutil.Process) -> str:
+    """The process's command line; "" once it has ended (a short-lived child may end, or be a
+    zombie not yet reaped, between listing the tree and reading it)."""
+    try:
+        return " ".join(proc.cmdline())
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return ""
+
+
 def process_tree_when_streaming(main: psutil.Process, records: Path) -> list[psutil.Process]:
     """cfexp and every descendant, once the agent streams from the server (agent and server both up)."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         tree = [main, *main.children(recursive=True)]
-        cmdlines = [" ".join(p.cmdline()) for p in tree if p.is_running()]
+        cmdlines = [cmdline(p) for p in tree]
         agent_up = any("cfexp.agents.python_agent" in c for c in cmdlines)
         server_up = any("cfexp.serving" in c for c in cmdlines)
         if agent_up and server_up and records.exists() and '"kind":"ready"' in records.read_text():
@@ -161,7 +170,7 @@ def test_a_signal_to_a_running_sweep_kills_its_runs_and_every_process(tmp_path: 
     with started_cfexp(tmp_path, "-m", *SLOW_SIM, "temperature=0.6,0.8") as cfexp:
         main = psutil.Process(cfexp.pid)
         tree = process_tree_when_streaming(main, tmp_path / "multirun" / "0" / "records.raw.jsonl")
-        commands = " ".join(" ".join(p.cmdline()) for p in tree)
+        commands = " ".join(cmdline(p) for p in tree)
         assert "cfexp.serving" in commands and "cfexp.agents.python_agent" in commands
         if sig == signal.SIGINT:  # Ctrl-C: the terminal signals the foreground process group
             os.killpg(cfexp.pid, signal.SIGINT)

@@ -16,7 +16,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from tests.app.test_e2e_sim import client_for
-from tests.app.test_kills import SLOW_SIM, assert_all_stopped, started_cfexp
+from tests.app.test_kills import SLOW_SIM, assert_all_stopped, cmdline, started_cfexp
 from tests.launchers.helpers import job_dirs, job_status, run_sweep, survivors, sweep_runs
 
 pytestmark = pytest.mark.slow
@@ -111,7 +111,7 @@ def test_sigterm_to_the_sweep_stops_the_jobs_in_other_processes(tmp_path: Path) 
         main = psutil.Process(cfexp.pid)
         wait_until_both_jobs_stream(main, tmp_path / "multirun")
         tree = [main, *main.children(recursive=True)]
-        assert sum("cfexp.serving" in " ".join(p.cmdline()) for p in tree) == 2  # a server per job
+        assert sum("cfexp.serving" in cmdline(p) for p in tree) == 2  # a server per job
         cfexp.send_signal(signal.SIGTERM)
         _, stderr = cfexp.communicate(timeout=120)
     assert cfexp.returncode == 128 + signal.SIGTERM, stderr[-3000:]
@@ -131,7 +131,7 @@ def test_a_job_process_that_dies_fails_its_run_and_the_sweep_ends_cleanly(tmp_pa
         main = psutil.Process(cfexp.pid)
         wait_until_both_jobs_stream(main, tmp_path / "multirun")
         tree = [main, *main.children(recursive=True)]
-        job_processes = [p for p in tree if "submitit.core._submit" in " ".join(p.cmdline())]
+        job_processes = [p for p in tree if "submitit.core._submit" in cmdline(p)]
         assert len(job_processes) == 2
         job_processes[0].kill()
         _, stderr = cfexp.communicate(timeout=180)
