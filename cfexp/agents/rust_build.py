@@ -80,10 +80,10 @@ def _sources() -> list[Path]:
     """Cargo.toml, Cargo.lock and every file in the crate's folders, build products (target/) left out."""
     paths = [path for path in (RUST_DIR / "Cargo.toml", RUST_DIR / "Cargo.lock") if path.exists()]
     found = []
-    for top in sorted(p for p in RUST_DIR.iterdir() if p.is_dir() and p.name != "target") if RUST_DIR.is_dir() else []:
-        # os.walk, pruned: pathlib's "**" glob took ~30 ms per job here, most of it in target/.
-        for folder, subfolders, files in os.walk(top):
-            subfolders[:] = [name for name in subfolders if name != "target"]
+    # os.walk, pruned: pathlib's "**" glob took ~30 ms per job here, most of it in target/.
+    for folder, subfolders, files in os.walk(RUST_DIR):
+        subfolders[:] = [name for name in subfolders if name != "target"]
+        if Path(folder) != RUST_DIR:  # the top folder's own files are the two above
             found += [Path(folder) / name for name in files]
     return paths + sorted(found)
 
@@ -118,12 +118,6 @@ def _fingerprint() -> str:
     settled = all(mtime_ns < hashed_at_ns - _RACY_S * 1e9 for _, _, mtime_ns in signature)
     _LAST_FINGERPRINT = (signature, fingerprint) if settled else None
     return fingerprint
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(str(path.relative_to(RUST_DIR)).encode())
-        digest.update(path.read_bytes())
-    _LAST_FINGERPRINT = (signature, digest.hexdigest())
-    return _LAST_FINGERPRINT[1]
 
 
 @functools.cache

@@ -184,7 +184,6 @@ class WireClock:
             record.t_connect_end_ns = now
 
 
-
 async def stream_call(client: httpx.AsyncClient, call: CallRequest) -> CallRecord:
     """Send one streamed chat request and measure it; never raises for a failed call."""
     agent = call.agent
