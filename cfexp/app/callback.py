@@ -5,8 +5,9 @@
   (a second command running in the same folder exits 2); open the tracking
   store, so that a new local store is created (or an old one upgraded) once,
   under its lock, before any job (a store that cannot be used exits 1 with
-  what to do); for a sweep, create the parent MLflow run and write its id
-  into the sweep folder, where every job finds it.
+  what to do), with the first job's servers starting meanwhile
+  (``ServerPool.start_early``); for a sweep, create the parent MLflow run
+  and write its id into the sweep folder, where every job finds it.
 - ``on_multirun_end`` / ``on_run_end``: stop servers kept for the sweep, read
   every job's status file, print a summary of what failed, close the parent
   run, and remember the outcome so ``python -m cfexp`` exits non-zero.
@@ -14,6 +15,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -24,12 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from cfexp.app import progress, status
+from cfexp.app.agent_spec import instance_launch_options
 from cfexp.app.hydra_job import GridSize, grid_size, is_multirun, swept_keys
-from cfexp.backends.pool import POOL
+from cfexp.backends.pool import POOL, launch_specs
 from cfexp.config.output_dirs import FolderClaim
+from cfexp.config.validate import to_settings
 from cfexp.errors import TrackingError
 from cfexp.redact import mask_in_logs, redact_overrides, secret_values
 from cfexp.signals import install_cleanup_handlers
@@ -164,12 +168,37 @@ def _release_output_folder() -> None:
         _CLAIM = None
 
 
+def _start_servers_early(config: DictConfig, servers_dir: Path) -> None:
+    """Start the first job's servers while the store opens (``ServerPool.start_early``).
+
+    A single run's config is its job's. A sweep's is its base (swept keys at
+    their defaults): when the first job asks for other servers, the early
+    ones are stopped. Skipped for a ``per_job`` lifecycle (every job's servers
+    start with it), for ``resume`` (the job may be skipped), for launchers that
+    run jobs in their own processes, and for a config that does not validate
+    (the job reports it).
+    """
+    try:
+        task_config = copy.deepcopy(config)  # as Hydra hands it to the task: without its own node
+        with read_write(task_config), open_dict(task_config):
+            del task_config["hydra"]
+        settings = to_settings(task_config)
+        launches = launch_specs(settings, instance_launch_options(settings))
+    except Exception as exc:  # an optimisation only: the job itself says what is wrong
+        log.debug("servers not started early: %s", exc)
+        return
+    if settings.resume or settings.topology.lifecycle != "per_sweep":
+        return
+    POOL.start_early(settings, servers_dir, launches)
+
+
 def _open_store(config: DictConfig) -> Tracker:
     """The tracking store, opened before any job: a new local store is created (or an
     old one upgraded) here, once, under its lock. Exit 1 with what to do when it cannot be used."""
     try:
         return tracker_for(config.tracking.uri, _mlruns_dir(config))
     except TrackingError as exc:
+        POOL.close()  # servers started early for the first job
         print(f"cfexp: {exc}\nNo job was started.", file=sys.stderr)
         raise SystemExit(1) from exc
 
@@ -179,6 +208,7 @@ class CfexpCallback(Callback):
         Outcome.started = True
         _require_writable_outputs(config, config.hydra.run.dir, "hydra.run.dir")
         _claim_output_folder(Path(config.hydra.run.dir), "hydra.run.dir")
+        _start_servers_early(config, Path(config.hydra.run.dir) / "servers")
         _open_store(config)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -189,6 +219,8 @@ class CfexpCallback(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         _claim_output_folder(sweep_dir, "hydra.sweep.dir")
         POOL.sweep_started()
+        if str(config.hydra.runtime.choices.get("hydra/launcher", "basic")) == "basic":
+            _start_servers_early(config, sweep_dir / "servers")  # where the jobs' servers_dir puts them
         tracker = _open_store(config)
         overrides = redact_overrides(config.hydra.overrides.task)
         # Hydra logs each job's overrides as it launches it: mask literal secrets.
@@ -198,6 +230,7 @@ class CfexpCallback(Callback):
             keys = swept_keys(overrides)
             run_id = start_parent(tracker, config.tracking.experiment, sweep_dir, overrides, keys, resume)
         except Exception as exc:  # Hydra would only warn and run every job without a parent
+            POOL.close()
             print(
                 f"cfexp: could not create the sweep's parent run in {tracker.uri} "
                 f"(experiment {config.tracking.experiment!r}): {exc}. No job was started.",

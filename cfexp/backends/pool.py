@@ -28,6 +28,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -100,11 +102,35 @@ def backend_for(cfg: CfexpConfig) -> ServerBackend:
     return OllamaBackend()
 
 
+@dataclass
+class _EarlyStart:
+    """Servers started in a thread before the first job asks for them (see ``ServerPool.start_early``)."""
+
+    launches: list[LaunchSpec]
+    started: list[ServerInstance] = field(default_factory=list)
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def run(self, pool: ServerPool, cfg: CfexpConfig, servers_dir: Path) -> None:
+        try:
+            self.started = pool._start(cfg, servers_dir, self.launches)
+        except BaseException as exc:  # handed to the job that asks for these servers
+            self.error = exc
+        finally:
+            self.done.set()
+        # The kernel's PR_SET_PDEATHSIG (the no-orphan guarantee) fires when the
+        # *thread* that started a child ends: this one lives as long as they do.
+        for instance in self.started:
+            if instance.process is not None:
+                instance.process.wait_ended()
+
+
 class ServerPool:
     """Hands out running instances to jobs and stops them per the lifecycle."""
 
     def __init__(self) -> None:
         self._kept: list[ServerInstance] = []
+        self._early: _EarlyStart | None = None
         # The process that launched the current multirun (set by the sweep callback).
         self._sweep_pid: int | None = None
         # Whether the current job runs outside that process, and under which launcher.
@@ -126,6 +152,42 @@ class ServerPool:
         """Whether a sweep's jobs may use instances this pool started (see module doc)."""
         return not self._out_of_process
 
+    def start_early(self, cfg: CfexpConfig, servers_dir: Path, launches: list[LaunchSpec]) -> None:
+        """Start, in a thread, the servers the first job will most likely ask for.
+
+        The launching process opens the tracking store before the first job,
+        and importing MLflow takes ~3 s of one core; a server's start (a model
+        load: seconds) runs in its own process, on the other core, meanwhile.
+        The first :meth:`acquire` waits for this start: it hands these
+        instances to its job when it asks for the same launches (a failed start
+        is that job's failure, recorded in its run), and stops them otherwise.
+        Only for a ``per_sweep`` lifecycle or a single run: a ``per_job``
+        sweep's servers start with their job, each the same way.
+        """
+        self.close()  # what an earlier run in this process kept
+        early = _EarlyStart(list(launches))
+        self._early = early
+        threading.Thread(
+            target=early.run, args=(self, cfg, servers_dir), name="cfexp-servers-early", daemon=True
+        ).start()
+
+    def _take_early(self, launches: list[LaunchSpec]) -> list[ServerInstance] | None:
+        """The early-started instances if they are the ones asked for; else None (they are stopped)."""
+        early, self._early = self._early, None
+        if early is None:
+            return None
+        early.done.wait()
+        if early.error is not None and early.launches == launches:
+            raise early.error
+        if early.launches != launches or not all(instance.alive() for instance in early.started):
+            log.info("servers started before the first job were not the ones it needs: stopped")
+            _stop(early.started)
+            self._release_lock()
+            return None
+        log.info("servers started while the tracking store opened: %s",
+                 ", ".join(instance.describe() for instance in early.started))
+        return early.started
+
     def acquire(self, cfg: CfexpConfig, servers_dir: Path, launches: list[LaunchSpec]) -> list[ServerInstance]:
         """Running instances, one per LaunchSpec (instance i started with launches[i])."""
         keep = cfg.topology.lifecycle == "per_sweep"
@@ -143,7 +205,15 @@ class ServerPool:
         )
         if reusable:
             return list(self._kept)
-        self.close()  # other parameters, or a dead instance: start afresh
+        started = self._take_early(launches)
+        if started is None:
+            self.close()  # other parameters, or a dead instance: start afresh
+            started = self._start(cfg, servers_dir, launches)
+        if keep:
+            self._kept = started
+        return started
+
+    def _start(self, cfg: CfexpConfig, servers_dir: Path, launches: list[LaunchSpec]) -> list[ServerInstance]:
         backend = backend_for(cfg)
         started: list[ServerInstance] = []
         try:
@@ -159,8 +229,6 @@ class ServerPool:
             _stop(started)
             self._release_lock()
             raise
-        if keep:
-            self._kept = started
         return started
 
     def release(self, instances: list[ServerInstance]) -> None:
@@ -171,6 +239,10 @@ class ServerPool:
             self._release_lock()
 
     def close(self) -> None:
+        early, self._early = self._early, None
+        if early is not None:  # started early, and no job asked for them
+            early.done.wait()
+            _stop(early.started)
         _stop(self._kept)
         self._kept = []
         self._release_lock()

@@ -117,6 +117,10 @@ class ManagedProcess:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
+    def wait_ended(self) -> None:
+        """Block until the child's output ends: it exited (or closed its stdout)."""
+        self._reader.join()
+
     def log_text(self) -> str:
         """What this start of the process wrote to its log so far (not an earlier start's lines)."""
         try:
