@@ -18,7 +18,12 @@ sweeps interleaved with this tree's, so both meet the same machine load.
 One more sweep of this tree runs under ``_phases.py`` (a clock on each step
 of a job) for the breakdown of where a job's time goes.
 
-Usage: ``python benchmarks/job_cost.py [--jobs 12] [--repeats 3] [--before DIR] [--out docs/benchmarks.md]``.
+``--default-runs N`` also times the default experiment (``python -m cfexp``:
+the embedded Gemma 3 270M on llama.cpp, a single run) N times per tree, from
+its launch to the server's first request: there the model server's start
+(seconds) is what overlaps the tracking store's opening.
+
+Usage: ``python benchmarks/job_cost.py [--jobs 12] [--repeats 3] [--default-runs 3] [--before DIR] [--out docs/benchmarks.md]``.
 """
 
 from __future__ import annotations
@@ -84,8 +89,7 @@ def run_sweep(code: Path, root: Path, name: str, jobs: int, runner: list[str] | 
         key=lambda r: r.info.start_time,
     )
     gaps_ms = [b.info.start_time - a.info.start_time for a, b in zip(runs, runs[1:])]
-    ground_truth = root / "multirun" / name / "servers" / "server0_ground_truth.jsonl"
-    first_ns = min(json.loads(line)["t_received_ns"] for line in ground_truth.read_text().splitlines() if line)
+    first_ns = first_request_ns(root / "multirun" / name / "servers" / "server0_ground_truth.jsonl")
     last_end_s = max(r.info.end_time for r in runs) / 1000
     times = SweepTimes(
         gap_s=statistics.median(gaps_ms) / 1000,
@@ -95,6 +99,24 @@ def run_sweep(code: Path, root: Path, name: str, jobs: int, runner: list[str] | 
     )
     print(f"{code.name or code}: {name}: {times} (whole sweep {(t_exit_ns - t_launch_ns) / 1e9:.1f} s)", file=sys.stderr)
     return times
+
+
+def first_request_ns(ground_truth: Path) -> int:
+    """When the server received its first request (its ground-truth log, CLOCK_MONOTONIC)."""
+    return min(json.loads(line)["t_received_ns"] for line in ground_truth.read_text().splitlines() if line)
+
+
+def run_default(code: Path, root: Path, name: str) -> float:
+    """The default experiment (a single run on the embedded model): launch -> its server's first request, s."""
+    run_dir = root / "runs" / name
+    argv = [sys.executable, "-m", "cfexp", f"paths.root_dir={root}", f"hydra.run.dir={run_dir}"]
+    t_launch_ns = time.monotonic_ns()
+    done = subprocess.run(argv, cwd=code, env=environment(code), capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"the default run {name} in {code} failed:\n{done.stderr[-3000:]}")
+    start_s = (first_request_ns(run_dir / "servers" / "server0_ground_truth.jsonl") - t_launch_ns) / 1e9
+    print(f"{code.name or code}: default run {name}: start {start_s:.2f} s", file=sys.stderr)
+    return start_s
 
 
 def prepare(code: Path, root: Path) -> None:
@@ -145,6 +167,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=12)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--before", type=Path, help="another tree of cfexp, measured interleaved with this one")
+    parser.add_argument("--default-runs", type=int, default=0, help="also time N default runs per tree")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
 
@@ -158,6 +181,11 @@ def main() -> None:
         for repeat in range(args.repeats):
             for label, code in trees.items():
                 results[label].append(run_sweep(code, roots[label], f"sweep{repeat}", args.jobs))
+                loads.append(os.getloadavg()[0])
+        default_starts: dict[str, list[float]] = {label: [] for label in trees}
+        for repeat in range(args.default_runs):
+            for label, code in trees.items():
+                default_starts[label].append(run_default(code, roots[label], f"default{repeat}"))
                 loads.append(os.getloadavg()[0])
         rows, once = breakdown(REPO, roots["after"], args.jobs)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -175,21 +203,33 @@ def main() -> None:
         + (f" | {medians['after'][key] / medians['before'][key]:.2f}" if ratio else "") + f" | <= {target} s |"
         for key, target in TARGETS.items()
     ]
+    if args.default_runs:
+        medians_default = {label: statistics.median(starts) for label, starts in default_starts.items()}
+        lines.append(
+            "| default experiment (`python -m cfexp`, embedded model) start: launch to the server's first request | "
+            + " | ".join(f"{medians_default[label]:.3f} s" for label in trees)
+            + (f" | {medians_default['after'] / medians_default['before']:.2f}" if ratio else "") + " | none |"
+        )
     every = "; ".join(
         f"{label}: " + ", ".join(f"{t.gap_s:.3f}/{t.start_s:.2f}/{t.exit_s:.2f}" for t in times)
         for label, times in results.items()
     )
+    default_every = "" if not args.default_runs else " Each default run's start (seconds): " + "; ".join(
+        f"{label}: " + ", ".join(f"{start:.2f}" for start in starts) for label, starts in default_starts.items()
+    ) + f" ({args.default_runs} per tree, interleaved)."
     phase_lines = "\n".join(f"| {label} | {ms:.1f} ms | {calls:g} |" for label, ms, calls in rows)
     once_lines = "\n".join(f"| {label} | {ms:.0f} ms |" for label, ms in once)
-    body = f"""{machine_line()}; load average during the runs {min(loads):.1f}–{max(loads):.1f} (another
-session shared the machine: the numbers are noisy, the before/after pairs ran interleaved).
-`python benchmarks/job_cost.py --jobs {args.jobs} --repeats {args.repeats}{' --before <main>' if args.before else ''}`:
+    shared = (" (the machine was shared: the numbers are noisy, the before/after pairs ran interleaved)"
+              if max(loads) > 1.5 else "")
+    flags = f"--jobs {args.jobs} --repeats {args.repeats}" + (f" --default-runs {args.default_runs}" if args.default_runs else "")
+    body = f"""{machine_line()}; load average during the runs {min(loads):.1f}–{max(loads):.1f}{shared}.
+`python benchmarks/job_cost.py {flags}{' --before <main>' if args.before else ''}`:
 sweeps of {args.jobs} jobs `{' '.join(SWEEP)} repetition=0,…,{args.jobs - 1}` (server reused), each into
 a store that already exists; medians over {args.repeats} sweeps per tree.
 
 {chr(10).join(lines)}
 
-Each sweep (gap / start / exit, seconds): {every}.
+Each sweep (gap / start / exit, seconds): {every}.{default_every}
 
 Where a job's time goes (this tree, one sweep under `benchmarks/_phases.py`, a clock on each step; medians
 over the jobs but the first and the last two; indented steps are part of the one above, `mlflow:` and
