@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 
 from cfexp.agents.records import CallRecord, read_records
 from cfexp.agents.runner import AgentCommand, python_agent_command, run_agent
+from cfexp.agents.rust_build import rust_agent_command
 from cfexp.agents.spec import AgentSpec, Spec
 from cfexp.app.agent_spec import instance_launch_options
 from cfexp.backends.base import ServerInstance
@@ -79,12 +80,14 @@ def _single_agent_run(
     return calls, truth
 
 
-@pytest.mark.parametrize("runtime", ["asyncio", "uvloop"])
+@pytest.mark.parametrize("runtime", ["asyncio", "uvloop", "tokio", "tokio_localset", "smol", "async_std"])
 def test_an_agents_calls_share_one_kept_alive_connection(
     sim: tuple[object, ServerInstance], tmp_path: Path, runtime: str
 ) -> None:
     """The server saw both requests on one connection; only the first call connected."""
-    calls, truth = _single_agent_run(sim, tmp_path, python_agent_command(runtime))
+    python = runtime in ("asyncio", "uvloop")
+    command = python_agent_command(runtime) if python else rust_agent_command(runtime)
+    calls, truth = _single_agent_run(sim, tmp_path, command)
     assert all(call.success for call in calls), [call.error for call in calls]
     assert truth[0]["connection_id"] is not None
     assert truth[0]["connection_id"] == truth[1]["connection_id"]
