@@ -33,6 +33,9 @@ class Reply:
     # after every stream while announcing keep-alive, and its close can meet
     # the next request; this makes that race happen every time.
     close_after: bool = False
+    # Close the connection right after the whole reply (a server ending
+    # keep-alive between two calls).
+    close_at_end: bool = False
     # Write just these bytes (say, half a status line) instead of a reply, then close.
     raw_then_close: bytes | None = None
     content_type: str = "application/x-ndjson"
@@ -140,7 +143,9 @@ class ScriptedServer:
                     return
                 self.wfile.write(b"0\r\n\r\n")
                 self.wfile.flush()
-                if reply.close_after:
+                if reply.close_at_end:
+                    self._close()
+                elif reply.close_after:
                     self.connection.settimeout(10)
                     # The next request's first bytes have arrived (or the client left).
                     self.connection.recv(1, socket.MSG_PEEK)

@@ -333,6 +333,17 @@ def test_a_failed_calls_connection_is_not_reused(failed: Reply) -> None:
     assert [seen.connection for seen in server.requests] == [1, 2]
 
 
+def test_a_connection_the_server_closed_after_its_reply_is_replaced() -> None:
+    """Whether the pool sees the close first or the request meets it, every call succeeds."""
+    with ScriptedServer(lambda path, body: ollama_reply("hello", close_at_end=True)) as server:
+        records = _calls_on_one_client(server.base_url, 3)
+    assert all(record.success for record in records), [record.error for record in records]
+    assert [seen.connection for seen in server.requests] == [1, 2, 3]
+    for record in records:
+        assert record.t_connect_start_ns is not None and record.t_connect_end_ns is not None
+        assert_clock_order(record)
+
+
 def test_a_reused_connection_closed_under_the_request_is_resent_once(caplog: pytest.LogCaptureFixture) -> None:
     """llama-server's close meets the next request: sent once more, on a new connection.
 

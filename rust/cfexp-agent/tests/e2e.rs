@@ -742,6 +742,29 @@ pub fn closed_kept_alive_connection_is_resent_once(bin: &str, runtime: &str) {
     );
 }
 
+pub fn kept_alive_connection_closed_between_calls(bin: &str, runtime: &str) {
+    // Whether the agent sees the close before its next call or its request
+    // meets it (then the one resend), the call succeeds on a new connection.
+    let hang_up = |pieces: Vec<String>| Behavior::ReplyThenHangUp {
+        pieces: pieces.into_iter().map(|p| (GAP, p.into_bytes())).collect(),
+    };
+    let (run, server) = two_calls(
+        bin,
+        "closed-between",
+        hang_up(analysis_reply()),
+        hang_up(ollama_lines(&["# Report"], 2)),
+    );
+    assert_eq!(run.code, Some(0), "stderr:\n{}", run.stderr);
+    assert_well_formed(&run, runtime);
+    assert_eq!(server.connections(), 2);
+    let reqs = server.requests();
+    assert_eq!(
+        reqs.iter().map(|r| r.connection).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert!(run.call(1)["t_connect_end_ns"].as_u64().is_some());
+}
+
 pub fn no_resend_after_a_response_byte(bin: &str, runtime: &str) {
     for (tag, raw, kind) in [
         ("half-status", &b"HTTP/1.1 2"[..], "connect"),
@@ -837,6 +860,10 @@ macro_rules! runtime_tests {
             #[test]
             fn closed_kept_alive_connection_is_resent_once() {
                 super::closed_kept_alive_connection_is_resent_once(BIN, RUNTIME);
+            }
+            #[test]
+            fn kept_alive_connection_closed_between_calls() {
+                super::kept_alive_connection_closed_between_calls(BIN, RUNTIME);
             }
             #[test]
             fn no_resend_after_a_response_byte() {

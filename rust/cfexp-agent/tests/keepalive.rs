@@ -11,7 +11,6 @@ mod common;
 use std::time::Duration;
 
 use cfexp_agent::call::{self, CallPlan};
-use cfexp_agent::http::HttpClient;
 use cfexp_agent::hyper_client::{HyperClient, HyperConnection};
 use cfexp_agent::records::CallRecord;
 use cfexp_agent::rt::async_std_rt::AsyncStdRuntime;
@@ -38,7 +37,7 @@ fn calls(behaviors: Vec<Behavior>, timeout: Duration) -> (Vec<CallRecord>, Serve
         content: "hi".to_owned(),
     }];
     let client = HyperClient::new(AsyncStdRuntime, "async_std");
-    let mut connection = <HyperClient<AsyncStdRuntime> as HttpClient>::Connection::default();
+    let mut connection = HyperConnection::default();
     let records = async_std::task::block_on(async {
         let mut records = Vec::new();
         for call_index in 0..count {

@@ -111,6 +111,9 @@ pub enum Behavior {
     /// announcing keep-alive, and its close can meet the next request; this
     /// makes that race happen every time.
     ReplyThenClose { pieces: Vec<(Duration, Vec<u8>)> },
+    /// A whole 200 reply, then close at once (a server ending keep-alive
+    /// between two calls).
+    ReplyThenHangUp { pieces: Vec<(Duration, Vec<u8>)> },
     /// Write these bytes (say, half a status line), then close.
     RawThenClose(Vec<u8>),
 }
@@ -267,6 +270,10 @@ fn serve(
                 return conn.shutdown(std::net::Shutdown::Both);
             }
             Behavior::Reply { status, pieces } => write_reply(&mut conn, status, pieces)?,
+            Behavior::ReplyThenHangUp { pieces } => {
+                write_reply(&mut conn, 200, pieces)?;
+                return conn.shutdown(std::net::Shutdown::Both);
+            }
             Behavior::ReplyThenClose { pieces } => {
                 write_reply(&mut conn, 200, pieces)?;
                 // The next request's first bytes have arrived (or the client left).
