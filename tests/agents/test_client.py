@@ -266,8 +266,11 @@ def test_timings_in_several_events_the_last_wins() -> None:
 # ------------------------------------------------ connection clock (real sockets)
 
 
-def _calls_on_one_client(base_url: str, count: int, api: str = "ollama") -> list[CallRecord]:
-    """``count`` calls in a row through one pooled client, as the agent makes them."""
+def _calls_on_one_client(
+    base_url: str, count: int, api: str = "ollama", loop: str = "asyncio"
+) -> list[CallRecord]:
+    """``count`` calls in a row through one pooled client, as the agent makes them, on ``loop``."""
+    run = asyncio.run if loop == "asyncio" else pytest.importorskip("uvloop").run
     call = _call(api)
     call = CallRequest(**{**call.__dict__, "agent": AgentSpec(**{**call.agent.__dict__, "base_url": base_url})})
 
@@ -275,7 +278,8 @@ def _calls_on_one_client(base_url: str, count: int, api: str = "ollama") -> list
         async with new_client((call.agent,), call.timeout_s) as client:
             return [await stream_call(client, call) for _ in range(count)]
 
-    return asyncio.run(go())
+    records: list[CallRecord] = run(go())
+    return records
 
 
 def test_a_fresh_connection_is_timed_and_the_request_is_stamped_after_it() -> None:
@@ -323,10 +327,13 @@ def test_successful_calls_reuse_one_kept_alive_connection(api: str) -> None:
     ],
     ids=["error-status", "cut-stream", "no-final-message"],
 )
-def test_a_failed_calls_connection_is_not_reused(failed: Reply) -> None:
+# The event loop's socket object differs (asyncio's TransportSocket, uvloop's
+# PseudoSocket): the connection must be discarded on both.
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_failed_calls_connection_is_not_reused(failed: Reply, loop: str) -> None:
     replies = iter([failed, ollama_reply("hello")])
     with ScriptedServer(lambda path, body: next(replies)) as server:
-        first, second = _calls_on_one_client(server.base_url, 2)
+        first, second = _calls_on_one_client(server.base_url, 2, loop=loop)
     assert not first.success
     assert second.success, second.error
     assert second.t_connect_start_ns is not None and second.t_connect_end_ns is not None
@@ -344,7 +351,10 @@ def test_a_connection_the_server_closed_after_its_reply_is_replaced() -> None:
         assert_clock_order(record)
 
 
-def test_a_reused_connection_closed_under_the_request_is_resent_once(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_reused_connection_closed_under_the_request_is_resent_once(
+    caplog: pytest.LogCaptureFixture, loop: str
+) -> None:
     """llama-server's close meets the next request: sent once more, on a new connection.
 
     The server never answered the first attempt, so the record is the second
@@ -352,7 +362,7 @@ def test_a_reused_connection_closed_under_the_request_is_resent_once(caplog: pyt
     """
     replies = iter([ollama_reply("one", close_after=True), ollama_reply("two")])
     with ScriptedServer(lambda path, body: next(replies)) as server:
-        first, second = _calls_on_one_client(server.base_url, 2)
+        first, second = _calls_on_one_client(server.base_url, 2, loop=loop)
     assert first.success and second.success, second.error
     assert second.text == "two"
     # Call 2's first attempt reached connection 1, which closed unanswered
