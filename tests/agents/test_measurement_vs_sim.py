@@ -13,6 +13,7 @@ prefill, or counted something else, cannot pass.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,14 @@ def _single_agent_run(
     assert result.exit_code == 0, result.stderr_tail()
     calls = read_records(result.records_path).calls
     assert instance.ground_truth_path is not None
-    truth = [json.loads(line) for line in instance.ground_truth_path.read_text().splitlines()]
+    # The server writes a request's line after the reply's last byte: the
+    # agent, which read that byte, may have exited just before.
+    deadline = time.monotonic() + 10
+    while True:
+        truth = [json.loads(line) for line in instance.ground_truth_path.read_text().splitlines()]
+        if len(truth) >= len(calls) or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
     assert len(calls) == len(truth) == 2  # analysis, report: one request each, in order
     return calls, truth
 
