@@ -93,7 +93,10 @@ class GenerationExchange:
         self.services = services
         self.writer = writer
         self.record = GroundTruthRecord(
-            request_id=writer.request_id, endpoint=endpoint.path, t_received_ns=t_received_ns
+            request_id=writer.request_id,
+            endpoint=endpoint.path,
+            t_received_ns=t_received_ns,
+            connection_id=writer.connection_id,
         )
         self.framer: Framer | None = None
 

@@ -30,6 +30,9 @@ class GroundTruthRecord:
     endpoint: str
     # Request line and headers read (before the body).
     t_received_ns: int
+    # The connection it came on ("c000001", numbered as accepted): requests of
+    # one kept-alive connection share it.
+    connection_id: str | None = None
     model: str | None = None
     stream: bool | None = None
     # Entered the FIFO queue; left it (a slot was free and it was its turn).

@@ -29,9 +29,17 @@ class ClientGone(Exception):
 class ResponseWriter:
     """Writes one response on a handler's connection."""
 
-    def __init__(self, handler: BaseHTTPRequestHandler, request_id: str, head_only: bool = False) -> None:
+    def __init__(
+        self,
+        handler: BaseHTTPRequestHandler,
+        request_id: str,
+        head_only: bool = False,
+        connection_id: str | None = None,
+    ) -> None:
         self._handler = handler
         self.request_id = request_id
+        # The connection the request came on (ServingHTTPServer numbers them).
+        self.connection_id = connection_id
         # HEAD: headers as for GET, no body.
         self._head_only = head_only
         self._chunked = False

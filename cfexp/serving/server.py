@@ -1,7 +1,9 @@
 """The HTTP server: stdlib ``ThreadingHTTPServer``, HTTP/1.1, one thread per connection.
 
-Keep-alive is on (HTTP/1.1); bodies have a Content-Length, streams use chunked
-transfer encoding. Each connection gets a daemon thread, so a stuck client
+Keep-alive is on (HTTP/1.1): a connection's next request is read once the
+previous reply is complete, unless that reply closed it (a fault, an unread
+request body, an HTTP/1.0 stream). Bodies have a Content-Length, streams use
+chunked transfer encoding. Each connection gets a daemon thread, so a stuck client
 never blocks shutdown. :func:`serve` runs the server until SIGTERM or SIGINT,
 then stops accepting, lets running generations stop at their next token,
 frees the engine and returns.
@@ -51,11 +53,16 @@ class ServingHTTPServer(ThreadingHTTPServer):
         super().__init__(address, Handler)
         self.app: App | None = None
         self._ids = itertools.count(1)
+        self._connection_ids = itertools.count(1)
         self._ids_lock = threading.Lock()
 
     def next_request_id(self) -> str:
         with self._ids_lock:
             return f"r{next(self._ids):06d}"
+
+    def next_connection_id(self) -> str:
+        with self._ids_lock:
+            return f"c{next(self._connection_ids):06d}"
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -71,6 +78,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        # One per accepted connection: the ground truth shows which requests a
+        # kept-alive connection carried.
+        self.connection_id = self.server.next_connection_id()
         # Small chunks must leave at once, not wait for Nagle's algorithm.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
@@ -118,7 +128,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         t_received = time.monotonic_ns()
-        writer = ResponseWriter(self, self.server.next_request_id(), head_only=self.command == "HEAD")
+        writer = ResponseWriter(
+            self, self.server.next_request_id(), head_only=self.command == "HEAD", connection_id=self.connection_id
+        )
         path = self.path.split("?", 1)[0]
         try:
             try:

@@ -28,6 +28,16 @@ class Reply:
     chunk_delay_s: float = 0.0
     # Drop the connection after the chunks, without the closing zero-length chunk.
     drop_connection: bool = False
+    # After the whole reply, wait for the client's next request on this
+    # connection and close it unanswered: llama-server closes the connection
+    # after every stream while announcing keep-alive, and its close can meet
+    # the next request; this makes that race happen every time.
+    close_after: bool = False
+    # Close the connection right after the whole reply (a server ending
+    # keep-alive between two calls).
+    close_at_end: bool = False
+    # Write just these bytes (say, half a status line) instead of a reply, then close.
+    raw_then_close: bytes | None = None
     content_type: str = "application/x-ndjson"
 
 
@@ -38,6 +48,8 @@ class SeenRequest:
     body: dict[str, Any]
     t_start: float
     t_end: float = 0.0
+    # Which connection it came on: 1, 2, ... in the order they were accepted.
+    connection: int = 0
 
 
 Script = Callable[[str, dict[str, Any]], Reply]
@@ -81,6 +93,8 @@ class ScriptedServer:
         self._lock = threading.Lock()
         self._active = 0
         self.max_active = 0
+        # Connections accepted so far.
+        self.connections = 0
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -89,10 +103,16 @@ class ScriptedServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # quiet tests
 
+            def setup(self) -> None:
+                super().setup()
+                self.connection_number = server._connected()
+
             def do_POST(self) -> None:  # stdlib's name
                 length = int(self.headers.get("Content-Length", "0"))
                 body = json.loads(self.rfile.read(length) or b"{}")
-                seen = SeenRequest(self.path, dict(self.headers), body, time.monotonic())
+                seen = SeenRequest(
+                    self.path, dict(self.headers), body, time.monotonic(), connection=self.connection_number
+                )
                 server._enter(seen)
                 try:
                     self._reply(server.script(self.path, body))
@@ -104,6 +124,11 @@ class ScriptedServer:
 
             def _reply(self, reply: Reply) -> None:
                 time.sleep(reply.first_delay_s)
+                if reply.raw_then_close is not None:
+                    self.wfile.write(reply.raw_then_close)
+                    self.wfile.flush()
+                    self._close()
+                    return
                 self.send_response(reply.status)
                 self.send_header("Content-Type", reply.content_type)
                 self.send_header("Transfer-Encoding", "chunked")
@@ -114,11 +139,21 @@ class ScriptedServer:
                     self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
                     self.wfile.flush()
                 if reply.drop_connection:
-                    self.close_connection = True
-                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self._close()
                     return
                 self.wfile.write(b"0\r\n\r\n")
                 self.wfile.flush()
+                if reply.close_at_end:
+                    self._close()
+                elif reply.close_after:
+                    self.connection.settimeout(10)
+                    # The next request's first bytes have arrived (or the client left).
+                    self.connection.recv(1, socket.MSG_PEEK)
+                    self._close()
+
+            def _close(self) -> None:
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
 
         class Server(ThreadingHTTPServer):
             daemon_threads = True
@@ -136,6 +171,11 @@ class ScriptedServer:
             self.requests.append(seen)
             self._active += 1
             self.max_active = max(self.max_active, self._active)
+
+    def _connected(self) -> int:
+        with self._lock:
+            self.connections += 1
+            return self.connections
 
     def _leave(self) -> None:
         with self._lock:

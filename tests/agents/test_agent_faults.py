@@ -57,7 +57,12 @@ def start_faulty_server(fault: str, directory: Path) -> Server:
     faults, _, _ = FAULTS[fault]
     # Every second generation request: of the two concurrent analysis calls, exactly one.
     every_second = {key.replace("after_tokens", "every_n").replace("status", "every_n"): 2 for key in faults}
-    settings = {"time_scale": 0.001, "jitter_cv": 0.0, "slots": 2, "faults": {**faults, **every_second}}
+    # Calls long enough (tens of ms) that both agents' analysis calls reach the
+    # server before either's report: an agent sends its report at once over its
+    # kept-alive connection, and at 1/1000 of model time it could do so before
+    # the other agent's first request (connect, the server's accept and thread
+    # start) had arrived, making the report the second request.
+    settings = {"time_scale": 0.02, "jitter_cv": 0.0, "slots": 2, "faults": {**faults, **every_second}}
     return start_server("sim", settings, directory)
 
 

@@ -28,7 +28,7 @@ from cfexp.agents.python_agent.client import (
 from cfexp.agents.records import CallRecord, ErrorKind
 from cfexp.agents.spec import AgentSpec
 from cfexp.vocab import Api
-from tests.agents.scripted_server import Reply, ScriptedServer, ollama_reply
+from tests.agents.scripted_server import Reply, ScriptedServer, ollama_reply, openai_reply
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "workflow"
 REQUESTS = json.loads((FIXTURES / "request_cases.json").read_text(encoding="utf-8"))
@@ -266,47 +266,130 @@ def test_timings_in_several_events_the_last_wins() -> None:
 # ------------------------------------------------ connection clock (real sockets)
 
 
-def _calls_on_one_client(base_url: str, count: int) -> list[CallRecord]:
-    """``count`` calls in a row through one pooled client, as the agent makes them."""
-    call = _call()
+def _calls_on_one_client(
+    base_url: str, count: int, api: str = "ollama", loop: str = "asyncio"
+) -> list[CallRecord]:
+    """``count`` calls in a row through one pooled client, as the agent makes them, on ``loop``."""
+    run = asyncio.run if loop == "asyncio" else pytest.importorskip("uvloop").run
+    call = _call(api)
     call = CallRequest(**{**call.__dict__, "agent": AgentSpec(**{**call.agent.__dict__, "base_url": base_url})})
 
     async def go() -> list[CallRecord]:
         async with new_client((call.agent,), call.timeout_s) as client:
             return [await stream_call(client, call) for _ in range(count)]
 
-    return asyncio.run(go())
+    records: list[CallRecord] = run(go())
+    return records
 
 
 def test_a_fresh_connection_is_timed_and_the_request_is_stamped_after_it() -> None:
-    """t_start ≤ connect start < connect end ≤ t_send ≤ the server reading the request.
-
-    Each streamed call stops at the final message and drops its connection,
-    so the second call connects afresh too.
-    """
+    """t_start ≤ connect start < connect end ≤ t_send ≤ the server reading the request."""
     with ScriptedServer(lambda path, body: ollama_reply("hello")) as server:
-        records = _calls_on_one_client(server.base_url, 2)
-    for record, seen in zip(records, server.requests, strict=True):
+        (record,) = _calls_on_one_client(server.base_url, 1)
+    (seen,) = server.requests
+    assert record.success, record.error
+    assert record.t_connect_start_ns is not None and record.t_connect_end_ns is not None
+    assert record.t_send_ns is not None
+    assert record.t_start_ns <= record.t_connect_start_ns < record.t_connect_end_ns <= record.t_send_ns
+    # The server's reading (time.monotonic, the same clock) comes after the
+    # send, give or take the float's rounding.
+    assert record.t_send_ns <= seen.t_start * 1e9 + 1_000
+    assert_clock_order(record)
+
+
+@pytest.mark.parametrize("api", ["ollama", "openai"])
+def test_successful_calls_reuse_one_kept_alive_connection(api: str) -> None:
+    """The stream is read to its end, so the next call goes over the same connection.
+
+    Its record has no connect readings, and its send stamp is its own request's write.
+    """
+    reply = ollama_reply if api == "ollama" else openai_reply
+    with ScriptedServer(lambda path, body: reply("hello")) as server:
+        records = _calls_on_one_client(server.base_url, 3, api)
+    assert server.connections == 1
+    assert [seen.connection for seen in server.requests] == [1, 1, 1]
+    first, *later = records
+    assert first.t_connect_start_ns is not None and first.t_connect_end_ns is not None
+    for record, seen in zip(later, server.requests[1:], strict=True):
         assert record.success, record.error
-        assert record.t_connect_start_ns is not None and record.t_connect_end_ns is not None
-        assert record.t_send_ns is not None
-        assert record.t_start_ns <= record.t_connect_start_ns < record.t_connect_end_ns <= record.t_send_ns
-        # The server's reading (time.monotonic, the same clock) comes after the
-        # send, give or take the float's rounding.
+        assert (record.t_connect_start_ns, record.t_connect_end_ns) == (None, None)
+        assert record.t_send_ns is not None and record.t_start_ns <= record.t_send_ns
         assert record.t_send_ns <= seen.t_start * 1e9 + 1_000
         assert_clock_order(record)
 
 
-def test_a_reused_connection_has_no_connect_readings() -> None:
-    """An error reply read to its end leaves the connection open: the next call reuses it."""
-    replies = iter([Reply(status=503, chunks=[b"busy"]), ollama_reply("hello")])
+@pytest.mark.parametrize(
+    "failed",
+    [
+        Reply(status=503, chunks=[b"busy"]),  # read to its end, yet a failed call
+        Reply(chunks=ndjson("cut before", "the end", final=False), drop_connection=True),
+        Reply(chunks=ndjson("no final message", final=False)),  # ends cleanly, incomplete
+    ],
+    ids=["error-status", "cut-stream", "no-final-message"],
+)
+# The event loop's socket object differs (asyncio's TransportSocket, uvloop's
+# PseudoSocket): the connection must be discarded on both.
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_failed_calls_connection_is_not_reused(failed: Reply, loop: str) -> None:
+    replies = iter([failed, ollama_reply("hello")])
+    with ScriptedServer(lambda path, body: next(replies)) as server:
+        first, second = _calls_on_one_client(server.base_url, 2, loop=loop)
+    assert not first.success
+    assert second.success, second.error
+    assert second.t_connect_start_ns is not None and second.t_connect_end_ns is not None
+    assert [seen.connection for seen in server.requests] == [1, 2]
+
+
+def test_a_connection_the_server_closed_after_its_reply_is_replaced() -> None:
+    """Whether the pool sees the close first or the request meets it, every call succeeds."""
+    with ScriptedServer(lambda path, body: ollama_reply("hello", close_at_end=True)) as server:
+        records = _calls_on_one_client(server.base_url, 3)
+    assert all(record.success for record in records), [record.error for record in records]
+    assert [seen.connection for seen in server.requests] == [1, 2, 3]
+    for record in records:
+        assert record.t_connect_start_ns is not None and record.t_connect_end_ns is not None
+        assert_clock_order(record)
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_reused_connection_closed_under_the_request_is_resent_once(
+    caplog: pytest.LogCaptureFixture, loop: str
+) -> None:
+    """llama-server's close meets the next request: sent once more, on a new connection.
+
+    The server never answered the first attempt, so the record is the second
+    attempt's: its connect readings and its send time.
+    """
+    replies = iter([ollama_reply("one", close_after=True), ollama_reply("two")])
+    with ScriptedServer(lambda path, body: next(replies)) as server:
+        first, second = _calls_on_one_client(server.base_url, 2, loop=loop)
+    assert first.success and second.success, second.error
+    assert second.text == "two"
+    # Call 2's first attempt reached connection 1, which closed unanswered
+    # (the server never handled it); the resend went over connection 2.
+    assert server.connections == 2
+    assert [seen.connection for seen in server.requests] == [1, 2]
+    assert second.t_connect_start_ns is not None and second.t_connect_end_ns is not None
+    assert second.t_send_ns is not None and second.t_connect_end_ns <= second.t_send_ns
+    assert second.t_send_ns <= server.requests[1].t_start * 1e9 + 1_000
+    assert_clock_order(second)
+    assert any("sending the request once more" in r.message and r.levelname == "WARNING" for r in caplog.records)
+
+
+def test_a_reused_connection_cut_after_response_bytes_is_not_resent() -> None:
+    replies = iter([ollama_reply("one"), Reply(chunks=ndjson("two, then", final=False), drop_connection=True)])
     with ScriptedServer(lambda path, body: next(replies)) as server:
         first, second = _calls_on_one_client(server.base_url, 2)
-    assert first.error_kind == ErrorKind.HTTP_STATUS and first.t_connect_end_ns is not None
-    assert second.success, second.error
-    assert (second.t_connect_start_ns, second.t_connect_end_ns) == (None, None)
-    assert second.t_send_ns is not None and second.t_start_ns <= second.t_send_ns
-    assert_clock_order(second)
+    assert first.success
+    assert second.error_kind == ErrorKind.INCOMPLETE_STREAM
+    assert len(server.requests) == 2
+
+
+def test_a_fresh_connection_closed_before_a_response_is_not_resent() -> None:
+    with ScriptedServer(lambda path, body: Reply(raw_then_close=b"")) as server:
+        (record,) = _calls_on_one_client(server.base_url, 1)
+    assert record.error_kind == ErrorKind.CONNECT
+    assert len(server.requests) == 1
 
 
 def test_a_refused_connection_has_no_send_time() -> None:

@@ -13,14 +13,17 @@ prefill, or counted something else, cannot pass.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from omegaconf import DictConfig
 
-from cfexp.agents.records import read_records
-from cfexp.agents.runner import python_agent_command, run_agent
+from cfexp.agents.records import CallRecord, read_records
+from cfexp.agents.runner import AgentCommand, python_agent_command, run_agent
+from cfexp.agents.rust_build import rust_agent_command
 from cfexp.agents.spec import AgentSpec, Spec
 from cfexp.app.agent_spec import instance_launch_options
 from cfexp.backends.base import ServerInstance
@@ -56,9 +59,10 @@ def sim(compose_cfg: Callable[..., DictConfig], tmp_path: Path) -> Iterator[tupl
     pool.close()
 
 
-def test_ttft_and_token_counts_match_the_servers_ground_truth(
-    sim: tuple[object, ServerInstance], tmp_path: Path
-) -> None:
+def _single_agent_run(
+    sim: tuple[object, ServerInstance], tmp_path: Path, command: AgentCommand
+) -> tuple[list[CallRecord], list[dict[str, Any]]]:
+    """One single_agent run: its call records and the server's ground truth, in order."""
     cfg, instance = sim
     agent = AgentSpec(
         name="agent_0", persona="default", base_url=instance.base_url, api=Api(instance.api),
@@ -68,12 +72,46 @@ def test_ttft_and_token_counts_match_the_servers_ground_truth(
         run_id="measure", scenario=Scenario.single_agent, data_dir=str(DATA_DIR), num_predict=20,
         call_timeout_s=60.0, cache_nonce="c0ffee", agents=(agent,),
     )  # fmt: skip
-    result = run_agent(python_agent_command("asyncio"), spec, tmp_path / "job", timeout_s=120)
+    result = run_agent(command, spec, tmp_path / "job", timeout_s=120)
     assert result.exit_code == 0, result.stderr_tail()
     calls = read_records(result.records_path).calls
     assert instance.ground_truth_path is not None
-    truth = [json.loads(line) for line in instance.ground_truth_path.read_text().splitlines()]
+    # The server writes a request's line after the reply's last byte: the
+    # agent, which read that byte, may have exited just before.
+    deadline = time.monotonic() + 10
+    while True:
+        truth = [json.loads(line) for line in instance.ground_truth_path.read_text().splitlines()]
+        if len(truth) >= len(calls) or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
     assert len(calls) == len(truth) == 2  # analysis, report: one request each, in order
+    return calls, truth
+
+
+@pytest.mark.parametrize("runtime", ["asyncio", "uvloop", "tokio", "tokio_localset", "smol", "async_std"])
+def test_an_agents_calls_share_one_kept_alive_connection(
+    sim: tuple[object, ServerInstance], tmp_path: Path, runtime: str
+) -> None:
+    """The server saw both requests on one connection; only the first call connected."""
+    python = runtime in ("asyncio", "uvloop")
+    command = python_agent_command(runtime) if python else rust_agent_command(runtime)
+    calls, truth = _single_agent_run(sim, tmp_path, command)
+    assert all(call.success for call in calls), [call.error for call in calls]
+    assert truth[0]["connection_id"] is not None
+    assert truth[0]["connection_id"] == truth[1]["connection_id"]
+    first, second = calls
+    assert first.t_connect_start_ns is not None and first.t_connect_end_ns is not None
+    assert (second.t_connect_start_ns, second.t_connect_end_ns) == (None, None)
+    # Each call's send stamp is its own request's write.
+    for call, served in zip(calls, truth, strict=True):
+        assert call.t_send_ns is not None
+        assert call.t_start_ns <= call.t_send_ns <= served["t_received_ns"] <= call.t_send_ns + TOLERANCE_NS
+
+
+def test_ttft_and_token_counts_match_the_servers_ground_truth(
+    sim: tuple[object, ServerInstance], tmp_path: Path
+) -> None:
+    calls, truth = _single_agent_run(sim, tmp_path, python_agent_command("asyncio"))
 
     for call, served in zip(calls, truth, strict=True):
         assert call.success, call.error

@@ -247,6 +247,58 @@ def test_a_character_split_over_tokens_comes_as_one_chunk(
     assert derive_call(record).output_tokens == 16
 
 
+# ------------------------------------------------------------ keep-alive
+
+
+def test_an_agents_calls_keep_one_connection_or_replace_it_when_the_server_closes(
+    server: ServerInstance, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Three calls through one agent client (docs/fault-model.md, "Keep-alive and the one resend").
+
+    cfexp's server keeps the connection: one connection_id in its ground truth,
+    no connect after the first call. llama-server closes the connection after
+    every streamed reply while announcing keep-alive: each later call finds it
+    closed and connects, or its request meets the close and is resent once;
+    either way every call succeeds.
+    """
+    agent = AgentSpec(
+        name="agent_0", persona="default", base_url=server.base_url, api=Api.openai, model="gemma3:270m",
+        options={"temperature": 0.0, "seed": 1}, instance=0,
+    )  # fmt: skip
+
+    async def calls() -> list[CallRecord]:
+        async with agent_client.new_client((agent,), 120) as client:
+            return [
+                await stream_call(
+                    client,
+                    CallRequest(
+                        "keepalive", agent, i, "single_inference", [{"role": "user", "content": f"Say {i}."}], 4, 120
+                    ),
+                )
+                for i in range(3)
+            ]
+
+    records = asyncio.run(calls())
+    assert all(r.success for r in records), [r.error for r in records]
+    first, *later = records
+    assert first.t_connect_start_ns is not None
+    if server.backend == "llamaserver":
+        # The resend (when the close raced the request) is logged; a call never fails for it.
+        assert all(r.t_connect_start_ns is not None for r in later)
+        return
+    assert all((r.t_connect_start_ns, r.t_connect_end_ns) == (None, None) for r in later)
+    assert "once more" not in caplog.text
+    assert server.ground_truth_path is not None
+    deadline = time.monotonic() + 30
+    while True:  # a ground-truth line is written once its reply has ended
+        truth = [json.loads(line) for line in server.ground_truth_path.read_text().splitlines()]
+        mine = [t for t in truth if t["t_received_ns"] >= first.t_start_ns]
+        if len(mine) >= 3 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert len(mine) == 3 and len({t["connection_id"] for t in mine}) == 1, mine
+
+
 # --------------------------------------------------------------- 3: cache
 
 

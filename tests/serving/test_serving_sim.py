@@ -222,8 +222,18 @@ def test_ground_truth_matches_what_the_client_saw(server_factory: ServerFactory)
             json={"model": SIM_MODEL, "prompt": "x", "stream": False, "options": {"num_predict": 3}},
         )
         missing = client.post("/api/chat", json={"model": "nope", "messages": CHAT})
+    # A second client: a connection of its own.
+    elsewhere = httpx.post(
+        server.url + "/api/generate",
+        json={"model": SIM_MODEL, "prompt": "x", "stream": False, "options": {"num_predict": 1}},
+        timeout=30,
+    )
     ids = [request_id, openai_id, whole.headers["x-request-id"], missing.headers["x-request-id"]]
-    records = server.ground_truth_for(ids)
+    records = server.ground_truth_for([*ids, elsewhere.headers["x-request-id"]])
+    # One kept-alive connection carried the client's four requests, streamed or not.
+    connections = {records[i]["connection_id"] for i in ids}
+    assert len(connections) == 1 and None not in connections
+    assert records[elsewhere.headers["x-request-id"]]["connection_id"] not in connections
 
     record = records[request_id]
     assert record["endpoint"] == "/api/chat" and record["outcome"] == "ok" and record["http_status"] == 200

@@ -13,14 +13,26 @@ httpcore's ``trace`` extension (:class:`WireClock`), so the connection pool,
 the connect and httpx's own request handling stay out of TTFT; each content
 chunk's time when the network read that completed it returned; ``t_end_ns``
 after the response closed.
+
+Keep-alive: each agent has its own pooled client (:func:`new_client`), so its
+calls go one after another over one kept-alive connection. A successful
+stream is read to its end, which hands the connection back to the pool; a
+failed, timed-out or cut call closes its connection instead. A call on a
+reused connection records null connect times. When a reused connection turns
+out closed before any response came (llama-server closes after every stream
+while announcing keep-alive), the request is sent once more on a fresh
+connection (:func:`_send`; docs/fault-model.md, "Keep-alive and the one resend").
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from time import monotonic_ns
 from typing import Any
@@ -124,7 +136,12 @@ def request_headers(agent: AgentSpec) -> dict[str, str]:
 
 
 def new_client(agents: tuple[AgentSpec, ...], timeout_s: float) -> httpx.AsyncClient:
-    """One pooled client for all agents of the process."""
+    """A pooled client; the agent process makes one per agent (its kept-alive connection).
+
+    One client per agent, not one for the process: an agent's calls then reuse
+    its own connection, never another agent's, and the one resend of
+    :func:`_send` cannot be handed another kept-alive connection by the pool.
+    """
     verify: bool | ssl.SSLContext = True
     if not any(a.base_url.startswith("https://") for a in agents):
         # Loading the CA bundle costs tens of ms before `ready`; plain http needs none.
@@ -213,28 +230,39 @@ async def stream_call(client: httpx.AsyncClient, call: CallRequest) -> CallRecor
     response: httpx.Response | None = None
     kind: ErrorKind | None = None
     error: str | None = None
+    # The final message arrived intact: what happens to the rest of the body
+    # concerns the connection, not the call.
+    complete = False
     record.t_start_ns = monotonic_ns()
     try:
         async with asyncio.timeout(call.timeout_s):
-            response = await client.send(request, stream=True)
+            response = await _send(client, request, record, agent)
             try:
                 record.http_status = response.status_code
                 if response.is_success:
-                    await _read_stream(response, agent.api, record, summary)
+                    chunks = response.aiter_bytes()
+                    await _read_stream(chunks, agent.api, record, summary)
                     _, kind, error = summary.outcome()
+                    complete = kind is None
+                    if complete:
+                        await _drain(chunks)
                 else:
                     kind = ErrorKind.HTTP_STATUS
                     error = await _read_error_body(response, record)
             finally:
+                if not complete:
+                    _discard_connection(response)
                 await response.aclose()
     except (TimeoutError, httpx.TimeoutException):
-        kind, error = ErrorKind.TIMEOUT, f"no complete response within {call.timeout_s} s"
+        if not complete:
+            kind, error = ErrorKind.TIMEOUT, f"no complete response within {call.timeout_s} s"
     except httpx.ConnectError as exc:
         kind, error = ErrorKind.CONNECT, f"cannot connect to {agent.base_url}: {exc}"
     except httpx.HTTPError as exc:
-        # Before a status line: the connection failed; after it: the body was cut.
-        kind = ErrorKind.CONNECT if response is None else ErrorKind.INCOMPLETE_STREAM
-        error = f"{type(exc).__name__}: {exc}"
+        if not complete:
+            # Before a status line: the connection failed; after it: the body was cut.
+            kind = ErrorKind.CONNECT if response is None else ErrorKind.INCOMPLETE_STREAM
+            error = f"{type(exc).__name__}: {exc}"
     record.t_end_ns = monotonic_ns()
     _fill_stream_fields(record, summary)
     record.success = kind is None
@@ -247,12 +275,85 @@ async def stream_call(client: httpx.AsyncClient, call: CallRequest) -> CallRecor
     return record
 
 
+# What httpx raises when a kept-alive connection the server has closed takes
+# the request: the request cannot be written (WriteError), the read finds the
+# connection reset (ReadError), or it ends with no response at all (h11, via
+# httpcore: "Server disconnected without sending a response.").
+_NO_RESPONSE = "Server disconnected without sending a response."
+
+
+async def _send(
+    client: httpx.AsyncClient, request: httpx.Request, record: CallRecord, agent: AgentSpec
+) -> httpx.Response:
+    """Send the request; once more on a fresh connection if a reused one was found closed.
+
+    llama-server announces keep-alive yet closes the connection after every
+    streamed reply, so the next request can meet a connection closed under
+    it. When the connection was reused (this call traced no connect) and it
+    failed before a response head arrived, the server has not answered the
+    request, and it is sent once more: the pool has no other connection for
+    this agent, so it connects afresh, and WireClock overwrites the send
+    time and fills in the new connection's connect times. A call that
+    connected itself is never resent, nor one whose response head arrived
+    (``client.send`` returned). One limit: httpx reports a head cut short
+    the same as no head at all (h11 acts on complete heads only), so a
+    server that wrote part of a status line and then closed would see the
+    request again; the Rust agent, which sees the bytes, would not resend.
+    """
+    try:
+        return await client.send(request, stream=True)
+    except (httpx.WriteError, httpx.ReadError, httpx.RemoteProtocolError) as exc:
+        reused = record.t_connect_start_ns is None
+        if not reused or (isinstance(exc, httpx.RemoteProtocolError) and str(exc) != _NO_RESPONSE):
+            raise
+        log.warning(
+            "kept-alive connection closed before any response <agent=%s base_url=%s>: %s: %s; "
+            "sending the request once more on a new connection",
+            agent.name, agent.base_url, type(exc).__name__, exc,
+        )  # fmt: skip
+        record.t_send_ns = None
+        return await client.send(request, stream=True)
+
+
+async def _drain(chunks: AsyncIterator[bytes]) -> None:
+    """Read what follows the final message (normally just the end of the body).
+
+    A body read to its end returns the connection to the pool for the
+    agent's next call; an unfinished one would close it on ``aclose``.
+    """
+    async for _ in chunks:
+        pass
+
+
+def _discard_connection(response: httpx.Response | None) -> None:
+    """Make sure the pool never hands out this call's connection again.
+
+    A failed call's connection may be in any state (a body not read to its
+    end, an injected fault, a server that misbehaved): httpcore closes one
+    whose exchange did not finish, but one that did (an error reply read to
+    its end, a stream that lacked its final message) would go back to the
+    pool. Shutting the socket down makes it read as closed, so the pool drops
+    it instead of reusing it (httpcore's ``has_expired``). Through a duplicate
+    of its descriptor: the event loop's socket object (asyncio's
+    TransportSocket, uvloop's PseudoSocket) need not offer ``shutdown``.
+    """
+    if response is None:
+        return
+    stream = response.extensions.get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    if sock is None:
+        return
+    with contextlib.suppress(OSError, ValueError):  # already closed
+        with socket.socket(fileno=os.dup(sock.fileno())) as duplicate:
+            duplicate.shutdown(socket.SHUT_RDWR)
+
+
 async def _read_stream(
-    response: httpx.Response, api: str, record: CallRecord, summary: StreamSummary
+    chunks: AsyncIterator[bytes], api: str, record: CallRecord, summary: StreamSummary
 ) -> None:
     parser = new_parser(api)
     now = monotonic_ns()
-    async for data in response.aiter_bytes():
+    async for data in chunks:
         now = monotonic_ns()
         if not data:
             continue
@@ -261,9 +362,8 @@ async def _read_stream(
         for event in parser.feed(data):
             summary.add(event, now)
         if parser.stopped:
-            # Final message or failure seen: nothing after it matters. Closing
-            # an unfinished body drops the connection: every call connects
-            # afresh (as the Rust agent does), so no call inherits another's.
+            # Final message or failure seen: nothing after it counts (the
+            # caller drains the rest of a successful stream, for keep-alive).
             break
     # A last line without newline arrived with the last chunk: same time.
     for event in parser.finish():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
 from collections.abc import Callable, Coroutine
@@ -110,7 +111,11 @@ def _loop_runner(runtime: Runtime) -> LoopRunner:
 
 
 async def _run(spec: Spec, data: AgentData, writer: RecordWriter, runtime: Runtime) -> bool:
-    async with new_client(spec.agents, spec.call_timeout_s) as client:
+    async with contextlib.AsyncExitStack() as stack:
+        clients = {
+            agent.name: await stack.enter_async_context(new_client((agent,), spec.call_timeout_s))
+            for agent in spec.agents
+        }
         await warm_up()
         # Spec, data files, HTTP client and event loop are ready; the first request is next.
         writer.write(
@@ -122,6 +127,6 @@ async def _run(spec: Spec, data: AgentData, writer: RecordWriter, runtime: Runti
                 t_ready_ns=monotonic_ns(),
             )
         )
-        success = await run_all(RunContext(spec=spec, data=data, client=client, writer=writer))
+        success = await run_all(RunContext(spec=spec, data=data, clients=clients, writer=writer))
     writer.write(DoneRecord(run_id=spec.run_id, success=success, t_end_ns=monotonic_ns()))
     return success

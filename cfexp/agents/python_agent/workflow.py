@@ -2,8 +2,8 @@
 
 Each agent of the spec runs as its own asyncio task; ``asyncio.gather`` starts
 them together and nothing (no lock, no shared queue) serialises them: agents
-only share the pooled HTTP client and the record writer, whose writes are
-synchronous single lines.
+only share the record writer, whose writes are synchronous single lines. Each
+agent has its own HTTP client, i.e. its own kept-alive connection.
 
     single_inference:  call(single_inference)
     single_agent / multi_agent, per agent:
@@ -136,7 +136,8 @@ def read_corpus(corpus_dir: Path) -> list[CorpusFile]:
 class RunContext:
     spec: Spec
     data: AgentData
-    client: httpx.AsyncClient
+    # By agent name: each agent's calls go over its own kept-alive connection.
+    clients: dict[str, httpx.AsyncClient]
     writer: RecordWriter
 
 
@@ -231,7 +232,7 @@ async def _call(
         timeout_s=spec.call_timeout_s,
         prompt_nonce=nonce,
     )
-    record = await stream_call(ctx.client, request)
+    record = await stream_call(ctx.clients[agent.name], request)
     state.calls += 1
     ctx.writer.write(record)
     if not record.success:

@@ -5,7 +5,8 @@
 //!
 //! Concurrency: in `multi_agent` each agent is its own task on the runtime;
 //! they share only the [`RecordWriter`], whose lock is held for one line
-//! write, never across a request.
+//! write, never across a request. Each agent keeps its own HTTP connection
+//! from call to call ([`HttpClient::Connection`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -132,6 +133,7 @@ async fn run_agent<R: Runtime, C: HttpClient>(
     let mut flow = Flow {
         job,
         client,
+        connection: C::Connection::default(),
         runtime,
         agent,
         endpoint: &job.endpoints[index],
@@ -182,9 +184,11 @@ async fn run_agent<R: Runtime, C: HttpClient>(
 }
 
 /// One agent's state while its workflow runs.
-struct Flow<'a, R, C> {
+struct Flow<'a, R, C: HttpClient> {
     job: &'a Job,
     client: &'a C,
+    /// The agent's own kept-alive connection, carried from call to call.
+    connection: C::Connection,
     runtime: &'a R,
     agent: &'a AgentSpec,
     endpoint: &'a Endpoint,
@@ -265,7 +269,7 @@ impl<R: Runtime, C: HttpClient> Flow<'_, R, C> {
             timeout: job.spec.call_timeout(),
             rebuffer_min_bytes: job.variant.rebuffer_min_bytes,
         };
-        let record = call::perform(self.client, self.runtime, &plan).await;
+        let record = call::perform(self.client, &mut self.connection, self.runtime, &plan).await;
         self.calls += 1;
         let result = if record.success {
             Ok(record.text.clone())

@@ -52,9 +52,12 @@ struct Exchange {
     failure: Option<Failure>,
 }
 
-/// Makes one call and returns its record.
+/// Makes one call over the agent's `connection` and returns its record.
+/// The connection is kept for the agent's next call only if this call
+/// succeeded and read its body to the end.
 pub async fn perform<C: HttpClient, R: Runtime>(
     client: &C,
+    connection: &mut C::Connection,
     runtime: &R,
     plan: &CallPlan<'_>,
 ) -> CallRecord {
@@ -80,13 +83,24 @@ pub async fn perform<C: HttpClient, R: Runtime>(
 
     let clock = Arc::new(WireClock::default());
     let t_start_ns = monotonic_ns();
-    let finished = with_timeout(
-        exchange(client, &req, &clock, plan.rebuffer_min_bytes, &mut ex),
+    let outcome = with_timeout(
+        exchange(
+            client,
+            connection,
+            &req,
+            &clock,
+            plan.rebuffer_min_bytes,
+            &mut ex,
+        ),
         runtime.sleep(plan.timeout),
     )
-    .await
-    .is_some();
+    .await;
     let t_end_ns = monotonic_ns();
+    // A stream whose final message arrived is complete even if the timer
+    // fired while the rest of its body was being drained: that only costs
+    // the connection.
+    let finished = outcome.is_some() || (ex.failure.is_none() && ex.parser.is_complete());
+    let ended_body = outcome.flatten();
 
     let (data, failure) = if !finished {
         let msg = format!(
@@ -103,6 +117,9 @@ pub async fn perform<C: HttpClient, R: Runtime>(
         let outcome = ex.parser.finish();
         (outcome.data, outcome.failure)
     };
+    if let (None, Some(body)) = (&failure, ended_body) {
+        client.keep(connection, body);
+    }
     record(
         plan,
         body.options_sent,
@@ -121,22 +138,24 @@ pub async fn perform<C: HttpClient, R: Runtime>(
 }
 
 /// Sends the request and reads the response into `ex`, until the body ends
-/// or the stream fails.
+/// or the stream fails. Returns the body if it was read to its end with a
+/// 2xx status (its connection may then serve the next call), else `None`.
 async fn exchange<C: HttpClient>(
     client: &C,
+    connection: &mut C::Connection,
     req: &PostRequest,
     clock: &Arc<WireClock>,
     rebuffer_min_bytes: Option<usize>,
     ex: &mut Exchange,
-) {
-    let response = match client.post(req, clock).await {
+) -> Option<C::Body> {
+    let response = match client.post(connection, req, clock).await {
         Ok(r) => r,
         Err(e) => {
             // No status line: as far as the record goes, the connection
             // failed (`http_status` stays null), whether the TCP connect
             // failed or the server hung up before answering.
             ex.failure = Some(Failure::new(FailureKind::Connect, e.message));
-            return;
+            return None;
         }
     };
     ex.http_status = Some(response.status);
@@ -161,7 +180,7 @@ async fn exchange<C: HttpClient>(
             text
         };
         ex.failure = Some(Failure::new(FailureKind::HttpStatus, message));
-        return;
+        return None;
     }
 
     let mut rebuffer = rebuffer_min_bytes.map(Rebuffer::new);
@@ -173,7 +192,7 @@ async fn exchange<C: HttpClient>(
                 if !ex.parser.is_complete() {
                     ex.failure = Some(Failure::new(FailureKind::IncompleteStream, e.message));
                 }
-                return;
+                return None;
             }
         };
         if bytes.is_empty() {
@@ -189,14 +208,28 @@ async fn exchange<C: HttpClient>(
             }
         }
         if ex.parser.stopped() {
-            // The final message or a failure: nothing after it counts, and
-            // the call ends here (the body is dropped, closing the connection).
-            return;
+            // The final message or a failure: nothing after it counts. After
+            // a failure the body is dropped, closing the connection; after
+            // the final message the rest (normally just the body's end) is
+            // read, so the connection can serve the agent's next call.
+            if !ex.parser.is_complete() {
+                return None;
+            }
+            return drain(body).await;
         }
     }
     if let Some(piece) = rebuffer.as_mut().and_then(Rebuffer::finish) {
         ex.parser.feed(&piece, monotonic_ns());
     }
+    Some(body)
+}
+
+/// Reads the body to its end: the body, or `None` if it broke off.
+async fn drain<B: BodyStream>(mut body: B) -> Option<B> {
+    while let Some(chunk) = body.next_chunk().await {
+        chunk.ok()?;
+    }
+    Some(body)
 }
 
 /// The clock readings before the response: the call's start, its connect,

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 
@@ -78,16 +78,20 @@ impl fmt::Display for HttpError {
 impl std::error::Error for HttpError {}
 
 /// The clock readings of one exchange's connection, taken by the HTTP client
-/// as they happen: connect begun, connection established, request's first
-/// byte about to be written (docs/metrics.md, "Where the client's clock
-/// starts"). Shared, because the first write happens in the connection's own
-/// task, and kept by the caller, so a timed-out exchange still leaves them.
+/// as they happen: connect begun, connection established (both only when the
+/// call opens a connection, not when it reuses its agent's kept-alive one),
+/// request's first byte about to be written (docs/metrics.md, "Where the
+/// client's clock starts"). Shared, because the first write happens in the
+/// connection's own task, and kept by the caller, so a timed-out exchange
+/// still leaves them. It also notes whether any byte of the response arrived:
+/// a request is resent only if none did.
 #[derive(Debug, Default)]
 pub struct WireClock {
     // 0 = not read (CLOCK_MONOTONIC is never 0 on a running system).
     connect_start_ns: AtomicU64,
     connect_end_ns: AtomicU64,
     send_ns: AtomicU64,
+    response_began: AtomicBool,
 }
 
 impl WireClock {
@@ -108,6 +112,22 @@ impl WireClock {
         let _ =
             self.send_ns
                 .compare_exchange(0, monotonic_ns(), Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// Notes that a byte of the response arrived.
+    pub fn receiving(&self) {
+        self.response_began.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether any byte of the response arrived.
+    pub fn response_began(&self) -> bool {
+        self.response_began.load(Ordering::Relaxed)
+    }
+
+    /// Forgets the send reading, for a request about to be sent once more
+    /// (on a new connection, whose connect readings replace any earlier).
+    pub fn resending(&self) {
+        self.send_ns.store(0, Ordering::Relaxed);
     }
 
     /// When the connect began, if this exchange connected.
@@ -141,11 +161,23 @@ pub trait HttpClient: Send + Sync + 'static {
     /// Its response body.
     type Body: BodyStream;
 
-    /// Sends `request`; resolves when the response head has arrived. Reads
-    /// the connection's clock readings into `clock` as they happen.
+    /// One agent's connection, kept between its calls (empty at first, and
+    /// whenever the last call did not end cleanly).
+    type Connection: Default + Send;
+
+    /// Sends `request` over `connection`'s kept-alive connection if it is
+    /// still open, else over a new one; resolves when the response head has
+    /// arrived. Reads the connection's clock readings into `clock` as they
+    /// happen. The connection travels with the body: it is kept for the
+    /// next call only if the body is handed back through [`Self::keep`].
     fn post(
         &self,
+        connection: &mut Self::Connection,
         request: &PostRequest,
         clock: &Arc<WireClock>,
     ) -> impl Future<Output = Result<HttpResponse<Self::Body>, HttpError>> + Send;
+
+    /// Keeps the connection of `body`, read to its end by a successful
+    /// call, for the agent's next call.
+    fn keep(&self, connection: &mut Self::Connection, body: Self::Body);
 }

@@ -104,10 +104,12 @@ pub struct CallRecord {
     /// The call began (request built, handed to the HTTP client); the
     /// timeout runs from here.
     pub t_start_ns: u64,
-    /// The TCP connect this call made began; null on a reused connection
-    /// (never, in this agent: it opens one connection per call).
+    /// The TCP connect this call made began; null when the call reused its
+    /// agent's kept-alive connection. For a resent request, the new
+    /// connection's.
     pub t_connect_start_ns: Option<u64>,
-    /// That connection was established; null when the connect failed.
+    /// That connection was established; null on a reused connection or when
+    /// the connect failed.
     pub t_connect_end_ns: Option<u64>,
     /// Just before the request's first byte was written on the established
     /// connection; null when it never was.

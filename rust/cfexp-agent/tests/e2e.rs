@@ -52,10 +52,12 @@ fn assert_well_formed(run: &Run, runtime: &str) {
         let end = t("t_end_ns").unwrap();
         assert!(start >= ready["t_ready_ns"].as_u64().unwrap());
         assert!(start <= end);
-        // One connection per call: every call that got as far as the
-        // connect has its start.
-        assert!(t("t_connect_start_ns").is_some(), "no connect start in {c}");
-        if t("t_send_ns").is_some() {
+        // An agent's first call connects; a later one reuses the agent's
+        // kept-alive connection (no connect readings at all) or connects.
+        if t("t_connect_start_ns").is_none() {
+            assert_ne!(c["call_index"], 0, "first call without a connect in {c}");
+            assert!(t("t_connect_end_ns").is_none(), "half a connect in {c}");
+        } else if t("t_send_ns").is_some() {
             assert!(
                 t("t_connect_end_ns").is_some(),
                 "sent without a connection in {c}"
@@ -515,6 +517,14 @@ pub fn multi_agent_overlap(bin: &str, runtime: &str) {
     };
     let (x, y) = (span(agents[0]), span(agents[1]));
     assert!(x.0 < y.1 && y.0 < x.1);
+    // Each agent kept its own connection: two connections, two requests each.
+    assert_eq!(server.connections(), 2);
+    for number in [1, 2] {
+        let carried = (server.requests().iter())
+            .filter(|r| r.connection == number)
+            .count();
+        assert_eq!(carried, 2, "connection {number}");
+    }
     // Concurrency, not serialization: wall time well under the sum.
     let wall = x.1.max(y.1) - x.0.min(y.0);
     let sum = (x.1 - x.0) + (y.1 - y.0);
@@ -649,6 +659,135 @@ pub fn rebuffering(bin: &str, runtime: &str) {
     }
 }
 
+/// A `single_agent` run (two calls) whose server answers the analysis
+/// with `first` and the report with `second`.
+fn two_calls(bin: &str, tag: &str, first: Behavior, second: Behavior) -> (Run, Server) {
+    let server = Server::start(move |req| {
+        let analysis = req.json()["messages"].to_string().contains("DATA");
+        if analysis {
+            first.clone()
+        } else {
+            second.clone()
+        }
+    });
+    let run = run_single(bin, tag, "single_agent", &server.base_url(), "ollama");
+    (run, server)
+}
+
+fn analysis_reply() -> Vec<String> {
+    ollama_lines(&["FINDINGS:\n- a\nRECOMMENDATIONS:\n- b\n"], 5)
+}
+
+pub fn keep_alive_reuses_one_connection(bin: &str, runtime: &str) {
+    let (run, server) = two_calls(
+        bin,
+        "keepalive",
+        Behavior::stream(analysis_reply(), GAP),
+        Behavior::stream(ollama_lines(&["# Report"], 2), GAP),
+    );
+    assert_eq!(run.code, Some(0), "stderr:\n{}", run.stderr);
+    assert_well_formed(&run, runtime);
+    assert_eq!(server.connections(), 1);
+    let reqs = server.requests();
+    assert_eq!(
+        reqs.iter().map(|r| r.connection).collect::<Vec<_>>(),
+        [1, 1]
+    );
+    let (c0, c1) = (run.call(0), run.call(1));
+    assert!(c0["t_connect_start_ns"].as_u64().is_some());
+    assert!(c0["t_connect_end_ns"].as_u64().is_some());
+    // The reused connection: no connect readings, and the send stamp is the
+    // write of this call's own request.
+    assert_eq!(c1["t_connect_start_ns"], Value::Null);
+    assert_eq!(c1["t_connect_end_ns"], Value::Null);
+    let send = c1["t_send_ns"].as_u64().unwrap();
+    assert!(c0["t_end_ns"].as_u64().unwrap() <= send);
+    assert!(c1["t_start_ns"].as_u64().unwrap() <= send);
+    assert!(
+        send <= reqs[1].t_received_ns,
+        "sent after the server had it"
+    );
+    assert!(!run.stderr.contains("once more"), "{}", run.stderr);
+}
+
+pub fn closed_kept_alive_connection_is_resent_once(bin: &str, runtime: &str) {
+    let (run, server) = two_calls(
+        bin,
+        "resend",
+        Behavior::stream_then_close(analysis_reply(), GAP),
+        Behavior::stream(ollama_lines(&["# Report"], 2), GAP),
+    );
+    assert_eq!(run.code, Some(0), "stderr:\n{}", run.stderr);
+    assert_well_formed(&run, runtime);
+    // The report's first attempt met connection 1 closing, unanswered (the
+    // server never read it); it was sent once more, on connection 2.
+    assert_eq!(server.connections(), 2);
+    let reqs = server.requests();
+    assert_eq!(
+        reqs.iter().map(|r| r.connection).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    let c1 = run.call(1);
+    assert_eq!(c1["success"], true);
+    assert_eq!(c1["text"], "# Report");
+    // The record is the resend's: its connect and its send.
+    let connected = c1["t_connect_end_ns"].as_u64().unwrap();
+    let send = c1["t_send_ns"].as_u64().unwrap();
+    assert!(c1["t_connect_start_ns"].as_u64().unwrap() <= connected);
+    assert!(connected <= send && send <= reqs[1].t_received_ns);
+    assert!(
+        run.stderr.contains("warning") && run.stderr.contains("once more"),
+        "{}",
+        run.stderr
+    );
+}
+
+pub fn kept_alive_connection_closed_between_calls(bin: &str, runtime: &str) {
+    // Whether the agent sees the close before its next call or its request
+    // meets it (then the one resend), the call succeeds on a new connection.
+    let hang_up = |pieces: Vec<String>| Behavior::ReplyThenHangUp {
+        pieces: pieces.into_iter().map(|p| (GAP, p.into_bytes())).collect(),
+    };
+    let (run, server) = two_calls(
+        bin,
+        "closed-between",
+        hang_up(analysis_reply()),
+        hang_up(ollama_lines(&["# Report"], 2)),
+    );
+    assert_eq!(run.code, Some(0), "stderr:\n{}", run.stderr);
+    assert_well_formed(&run, runtime);
+    assert_eq!(server.connections(), 2);
+    let reqs = server.requests();
+    assert_eq!(
+        reqs.iter().map(|r| r.connection).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert!(run.call(1)["t_connect_end_ns"].as_u64().is_some());
+}
+
+pub fn no_resend_after_a_response_byte(bin: &str, runtime: &str) {
+    for (tag, raw, kind) in [
+        ("half-status", &b"HTTP/1.1 2"[..], "connect"),
+        (
+            "cut-body",
+            &b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\n{\"mes"[..],
+            "incomplete_stream",
+        ),
+    ] {
+        let (run, server) = two_calls(
+            bin,
+            tag,
+            Behavior::stream(analysis_reply(), GAP),
+            Behavior::RawThenClose(raw.to_vec()),
+        );
+        assert_well_formed(&run, runtime);
+        assert_eq!(run.call(1)["error_kind"], kind, "{tag}: {}", run.call(1));
+        assert_eq!(server.requests().len(), 2, "{tag}: resent");
+        assert_eq!(server.connections(), 1, "{tag}");
+        assert!(!run.stderr.contains("once more"), "{tag}: {}", run.stderr);
+    }
+}
+
 // ------------------------------------------------------- per runtime
 
 macro_rules! runtime_tests {
@@ -713,6 +852,22 @@ macro_rules! runtime_tests {
             #[test]
             fn rebuffering() {
                 super::rebuffering(BIN, RUNTIME);
+            }
+            #[test]
+            fn keep_alive_reuses_one_connection() {
+                super::keep_alive_reuses_one_connection(BIN, RUNTIME);
+            }
+            #[test]
+            fn closed_kept_alive_connection_is_resent_once() {
+                super::closed_kept_alive_connection_is_resent_once(BIN, RUNTIME);
+            }
+            #[test]
+            fn kept_alive_connection_closed_between_calls() {
+                super::kept_alive_connection_closed_between_calls(BIN, RUNTIME);
+            }
+            #[test]
+            fn no_resend_after_a_response_byte() {
+                super::no_resend_after_a_response_byte(BIN, RUNTIME);
             }
         }
     };

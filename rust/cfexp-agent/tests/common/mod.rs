@@ -76,6 +76,8 @@ pub struct Captured {
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     pub t_received_ns: u64,
+    /// Which connection it came on: 1, 2, … in the order they were accepted.
+    pub connection: usize,
 }
 
 impl Captured {
@@ -103,6 +105,17 @@ pub enum Behavior {
     Stall(Duration),
     /// Close the connection without a response.
     HangUp,
+    /// A whole 200 reply as [`Behavior::Reply`], then wait for the client's
+    /// next request on this connection and close it unanswered:
+    /// llama-server closes the connection after every stream while
+    /// announcing keep-alive, and its close can meet the next request; this
+    /// makes that race happen every time.
+    ReplyThenClose { pieces: Vec<(Duration, Vec<u8>)> },
+    /// A whole 200 reply, then close at once (a server ending keep-alive
+    /// between two calls).
+    ReplyThenHangUp { pieces: Vec<(Duration, Vec<u8>)> },
+    /// Write these bytes (say, half a status line), then close.
+    RawThenClose(Vec<u8>),
 }
 
 impl Behavior {
@@ -121,16 +134,26 @@ impl Behavior {
             pieces: vec![(Duration::ZERO, body.as_bytes().to_vec())],
         }
     }
+
+    /// [`Behavior::stream`], then the close that meets the next request.
+    pub fn stream_then_close(pieces: Vec<String>, gap: Duration) -> Self {
+        Behavior::ReplyThenClose {
+            pieces: pieces.into_iter().map(|p| (gap, p.into_bytes())).collect(),
+        }
+    }
 }
 
 type Handler = dyn Fn(&Captured) -> Behavior + Send + Sync;
 
-/// A loopback HTTP/1.1 server; lives until the test process ends.
+/// A loopback HTTP/1.1 server with keep-alive (a connection serves request
+/// after request until a behaviour closes it); lives until the test process
+/// ends.
 pub struct Server {
     pub addr: SocketAddr,
     requests: Arc<Mutex<Vec<Captured>>>,
     active: Arc<AtomicUsize>,
     max_active: Arc<AtomicUsize>,
+    accepted: Arc<AtomicUsize>,
 }
 
 impl Server {
@@ -141,16 +164,23 @@ impl Server {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let active = Arc::new(AtomicUsize::new(0));
         let max_active = Arc::new(AtomicUsize::new(0));
-        let (reqs, act, max) = (requests.clone(), active.clone(), max_active.clone());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (reqs, act, max, acc) = (
+            requests.clone(),
+            active.clone(),
+            max_active.clone(),
+            accepted.clone(),
+        );
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
+                let number = acc.fetch_add(1, Ordering::SeqCst) + 1;
                 let (handler, reqs, act, max) =
                     (handler.clone(), reqs.clone(), act.clone(), max.clone());
                 std::thread::spawn(move || {
                     let now = act.fetch_add(1, Ordering::SeqCst) + 1;
                     max.fetch_max(now, Ordering::SeqCst);
-                    let _ = serve(conn, &*handler, &reqs);
+                    let _ = serve(conn, number, &*handler, &reqs);
                     act.fetch_sub(1, Ordering::SeqCst);
                 });
             }
@@ -160,7 +190,13 @@ impl Server {
             requests,
             active,
             max_active,
+            accepted,
         }
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
     }
 
     pub fn base_url(&self) -> String {
@@ -177,66 +213,99 @@ impl Server {
     }
 }
 
-fn serve(conn: TcpStream, handler: &Handler, reqs: &Mutex<Vec<Captured>>) -> std::io::Result<()> {
+/// Serves the requests of one connection, one after another, until the
+/// client closes it or a behaviour does.
+fn serve(
+    conn: TcpStream,
+    number: usize,
+    handler: &Handler,
+    reqs: &Mutex<Vec<Captured>>,
+) -> std::io::Result<()> {
     let mut reader = BufReader::new(conn.try_clone()?);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let mut parts = line.split_whitespace();
-    let method = parts.next().unwrap_or("").to_owned();
-    let path = parts.next().unwrap_or("").to_owned();
-    let mut headers = Vec::new();
-    loop {
-        line.clear();
-        reader.read_line(&mut line)?;
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        if let Some((n, v)) = l.split_once(':') {
-            headers.push((n.trim().to_ascii_lowercase(), v.trim().to_owned()));
-        }
-    }
-    let len: usize = headers
-        .iter()
-        .find(|(n, _)| n == "content-length")
-        .map_or(0, |(_, v)| v.parse().unwrap());
-    let mut body = vec![0; len];
-    reader.read_exact(&mut body)?;
-    let captured = Captured {
-        method,
-        path,
-        headers,
-        body,
-        t_received_ns: monotonic_ns(),
-    };
-    reqs.lock().unwrap().push(captured.clone());
     let mut conn = conn;
-    match handler(&captured) {
-        Behavior::HangUp => Ok(()),
-        Behavior::Stall(d) => {
-            std::thread::sleep(d);
-            Ok(())
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(()); // the client closed its kept-alive connection
         }
-        Behavior::Reply { status, pieces } => {
-            write!(
-                conn,
-                "HTTP/1.1 {status} X\r\ncontent-type: application/octet-stream\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
-            )?;
-            conn.flush()?;
-            for (delay, piece) in pieces {
-                std::thread::sleep(delay);
-                if piece.is_empty() {
-                    continue;
-                }
-                write!(conn, "{:x}\r\n", piece.len())?;
-                conn.write_all(&piece)?;
-                conn.write_all(b"\r\n")?;
-                conn.flush()?;
+        let mut parts = line.split_whitespace();
+        let method = parts.next().unwrap_or("").to_owned();
+        let path = parts.next().unwrap_or("").to_owned();
+        let mut headers = Vec::new();
+        loop {
+            line.clear();
+            reader.read_line(&mut line)?;
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
             }
-            conn.write_all(b"0\r\n\r\n")?;
-            conn.flush()
+            if let Some((n, v)) = l.split_once(':') {
+                headers.push((n.trim().to_ascii_lowercase(), v.trim().to_owned()));
+            }
+        }
+        let len: usize = headers
+            .iter()
+            .find(|(n, _)| n == "content-length")
+            .map_or(0, |(_, v)| v.parse().unwrap());
+        let mut body = vec![0; len];
+        reader.read_exact(&mut body)?;
+        let captured = Captured {
+            method,
+            path,
+            headers,
+            body,
+            t_received_ns: monotonic_ns(),
+            connection: number,
+        };
+        reqs.lock().unwrap().push(captured.clone());
+        match handler(&captured) {
+            Behavior::HangUp => return Ok(()),
+            Behavior::Stall(d) => {
+                std::thread::sleep(d);
+                return Ok(());
+            }
+            Behavior::RawThenClose(bytes) => {
+                conn.write_all(&bytes)?;
+                conn.flush()?;
+                return conn.shutdown(std::net::Shutdown::Both);
+            }
+            Behavior::Reply { status, pieces } => write_reply(&mut conn, status, pieces)?,
+            Behavior::ReplyThenHangUp { pieces } => {
+                write_reply(&mut conn, 200, pieces)?;
+                return conn.shutdown(std::net::Shutdown::Both);
+            }
+            Behavior::ReplyThenClose { pieces } => {
+                write_reply(&mut conn, 200, pieces)?;
+                // The next request's first bytes have arrived (or the client left).
+                reader.fill_buf()?;
+                return conn.shutdown(std::net::Shutdown::Both);
+            }
         }
     }
+}
+
+fn write_reply(
+    conn: &mut TcpStream,
+    status: u16,
+    pieces: Vec<(Duration, Vec<u8>)>,
+) -> std::io::Result<()> {
+    write!(
+        conn,
+        "HTTP/1.1 {status} X\r\ncontent-type: application/octet-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+    )?;
+    conn.flush()?;
+    for (delay, piece) in pieces {
+        std::thread::sleep(delay);
+        if piece.is_empty() {
+            continue;
+        }
+        write!(conn, "{:x}\r\n", piece.len())?;
+        conn.write_all(&piece)?;
+        conn.write_all(b"\r\n")?;
+        conn.flush()?;
+    }
+    conn.write_all(b"0\r\n\r\n")?;
+    conn.flush()
 }
 
 // ------------------------------------------------------- stream bodies
