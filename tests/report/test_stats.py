@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from scipy import stats as sps
 
-from cfexp.report.stats import cliffs_delta, cohens_d, compare, describe, fisher_p, holm, wilson
+from cfexp.report.stats import (
+    cliffs_delta,
+    cohens_d,
+    compare,
+    describe,
+    describe_many,
+    fisher_p,
+    holm,
+    t_interval,
+    wilson,
+)
 
 A = [10.0, 12.0, 11.0, 13.0, 9.0]
 B = [14.0, 15.0, 13.0, 16.0, 17.0]
@@ -72,3 +83,31 @@ def test_wilson_interval() -> None:
 def test_fisher_reproduces_the_originals_rate_comparison() -> None:
     # The original claimed p < 0.01 for 13/18 vs 7/18; Fisher's exact test says ~0.09.
     assert fisher_p(wilson(13, 18), wilson(7, 18)) == pytest.approx(0.0937, abs=2e-3)
+
+
+def test_t_interval_is_scipys_bit_for_bit() -> None:
+    rng = np.random.default_rng(7)
+    df = np.concatenate([np.arange(1, 200), [250.0, 999.0, 5000.0, 1e6, 2.5, 0.5]])
+    loc = rng.normal(0, 1e3, len(df))
+    scale = rng.lognormal(0, 3, len(df))
+    for confidence in (0.5, 0.8, 0.9, 0.95, 0.99, 0.999):
+        ours = t_interval(confidence, df, loc=loc, scale=scale)
+        theirs = sps.t.interval(confidence, df, loc=loc, scale=scale)
+        for mine, scipys in zip(ours, theirs, strict=True):
+            np.testing.assert_array_equal(mine, scipys)
+    # Where scipy has no interval (scale 0, df 0, loc NaN): NaN as scipy gives.
+    df, loc, scale = np.array([3.0, 0.0, 3.0]), np.array([1.0, 1.0, np.nan]), np.array([0.0, 1.0, 1.0])
+    with np.errstate(invalid="ignore"):  # scipy's own NaN arithmetic
+        theirs = sps.t.interval(0.95, df, loc=loc, scale=scale)
+    for mine, scipys in zip(t_interval(0.95, df, loc, scale), theirs, strict=True):
+        np.testing.assert_array_equal(mine, scipys)
+
+
+def test_describe_many_gives_each_groups_describe() -> None:
+    rng = np.random.default_rng(3)
+    groups = [rng.normal(10, 2, n) for n in (0, 1, 2, 3, 4, 10, 100)] + [np.full(5, 2.0)]
+    for group, summary in zip(groups, describe_many(groups), strict=True):
+        assert summary == describe(group)
+        if summary.n >= 3 and summary.std:
+            low, high = sps.t.interval(0.95, summary.n - 1, loc=summary.mean, scale=sps.sem(group))
+            assert (summary.ci_low, summary.ci_high) == (float(low), float(high))
