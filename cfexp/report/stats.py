@@ -163,11 +163,16 @@ def compare(
     b: Sequence[float] | np.ndarray,
     alternative: str = "two-sided",
     min_n: int = MIN_N_TEST,
+    effects: bool = True,
 ) -> Comparison:
     """Welch's t-test, Mann–Whitney U, Cohen's d, Cliff's delta and Welch's CI of b − a.
 
     ``alternative`` is scipy's, for b against a: "greater" tests mean(b) > mean(a).
     With fewer than ``min_n`` runs in either group nothing is tested (note "n<3").
+    ``effects=False``: Welch's test alone (its p and note, the same as with
+    them); the CI, Mann–Whitney and the effect sizes are None (the success
+    rate reads only the p: each of its dozens of pairs skips a second t-test
+    and a rank test).
     """
     x, y = _clean(a), _clean(b)
     mean_a = float(np.mean(x)) if len(x) else None
@@ -178,18 +183,23 @@ def compare(
     if np.var(x) == 0 and np.var(y) == 0:
         # Welch's statistic is 0/0 (or ±inf): no spread, nothing to test a difference against.
         return Comparison(
-            len(x), len(y), mean_a, mean_b, diff, None, None, None, None, None, cliffs_delta(x, y), NO_VARIANCE
+            len(x), len(y), mean_a, mean_b, diff, None, None, None, None, None,
+            cliffs_delta(x, y) if effects else None, NO_VARIANCE,
         )
     with warnings.catch_warnings(record=True) as caught:
         # scipy warns on near-constant data (e.g. the simulator without jitter): noted, not raised.
         warnings.simplefilter("always", RuntimeWarning)
         welch = stats.ttest_ind(y, x, equal_var=False, alternative=alternative)
-        # A one-sided test has a one-sided interval: the report shows the two-sided one.
-        two_sided = welch if alternative == "two-sided" else stats.ttest_ind(y, x, equal_var=False)
-        ci = two_sided.confidence_interval(CONFIDENCE)
+        if effects:
+            # A one-sided test has a one-sided interval: the report shows the two-sided one.
+            two_sided = welch if alternative == "two-sided" else stats.ttest_ind(y, x, equal_var=False)
+            ci = two_sided.confidence_interval(CONFIDENCE)
+    note = "near-constant data" if any(issubclass(w.category, RuntimeWarning) for w in caught) else ""
+    if not effects:
+        return Comparison(len(x), len(y), mean_a, mean_b, diff, None, None, float(welch.pvalue), None, None, None,
+                          note)
     # Its statistic is U of b whatever the alternative: Cliff's delta needs no second test.
     mwu = stats.mannwhitneyu(y, x, alternative=alternative)
-    note = "near-constant data" if any(issubclass(w.category, RuntimeWarning) for w in caught) else ""
     return Comparison(
         n_a=len(x),
         n_b=len(y),

@@ -111,3 +111,17 @@ def test_describe_many_gives_each_groups_describe() -> None:
         if summary.n >= 3 and summary.std:
             low, high = sps.t.interval(0.95, summary.n - 1, loc=summary.mean, scale=sps.sem(group))
             assert (summary.ci_low, summary.ci_high) == (float(low), float(high))
+
+
+@pytest.mark.parametrize("alternative", ["two-sided", "greater", "less"])
+def test_welch_alone_gives_the_same_p_and_note(alternative: str) -> None:
+    rng = np.random.default_rng(11)
+    cases = [(A, B), ([1.0, 2.0], [3.0, 4.0, 5.0]), ([2.0] * 4, [2.0] * 5),
+             ([1e9, 1e9, 1e9 + 1e-6], [1e9, 1e9 + 1e-6, 1e9]),  # near-constant: scipy warns
+             (rng.normal(100, 5, 40), rng.normal(102, 9, 60))]
+    for a, b in cases:
+        full, alone = compare(a, b, alternative=alternative), compare(a, b, alternative=alternative, effects=False)
+        assert (alone.n_a, alone.n_b, alone.mean_a, alone.mean_b, alone.diff, alone.welch_p, alone.note,
+                alone.tested) == (full.n_a, full.n_b, full.mean_a, full.mean_b, full.diff, full.welch_p, full.note,
+                                  full.tested)
+        assert alone.mannwhitney_p is alone.cohens_d is alone.cliffs_delta is alone.diff_ci_low is None
