@@ -178,6 +178,10 @@ def optimization_history(
             # Failed trials have no value: marked on the axis, never drawn as a number.
             ax.scatter(failed["trial"], np.zeros(len(failed)), marker="x", color="tab:red", clip_on=False,
                        transform=ax.get_xaxis_transform(), label="failed trial", zorder=5)
+            # Drawn in axis coordinates, they would not widen the x range: a failed last trial fell off the figure
+            # (bbox_inches="tight" used to widen the PNG instead, cutting the mark in half).
+            ax.update_datalim(np.column_stack((failed["trial"].to_numpy(dtype=float), np.zeros(len(failed)))),
+                              updatey=False)
         ax.set_ylabel(f"{metric} ({direction})", fontsize=8)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=6)
