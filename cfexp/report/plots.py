@@ -1,4 +1,4 @@
-"""The report's figures (matplotlib, Agg backend, deterministic PNGs).
+"""The report's figures (matplotlib's Figure drawn on its Agg canvas, deterministic PNGs).
 
 Each function writes one PNG and returns its file name, or None when the
 data has nothing to show. Same runs -> byte-identical files: no timestamps or
@@ -8,7 +8,6 @@ software versions in the PNG metadata, groups drawn in sorted order.
 from __future__ import annotations
 
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,27 +23,31 @@ if TYPE_CHECKING:
 _METADATA = {"Software": None}
 # Beyond this many configs a per-config box plot is unreadable: the CSV has them all.
 MAX_BOXES = 60
-
-
-def _pyplot() -> ModuleType:
-    """matplotlib's pyplot on the Agg backend, imported when the first figure is drawn (not before)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+# Pixels per inch of the PNGs.
+_DPI = 90
 
 
 def _subplots(*args: int, **kwargs: Any) -> tuple[Figure, Any]:
-    """pyplot's ``subplots`` (one Axes, or an array of them with ``squeeze=False``)."""
-    fig, axes = _pyplot().subplots(*args, **kwargs)
+    """A Figure with ``Figure.subplots(*args, **kwargs)`` (one Axes, or an array with ``squeeze=False``).
+
+    matplotlib's ``Figure`` itself, not pyplot (no figure manager, no global state, nothing to close):
+    saving a PNG draws it on the Agg canvas, imported with the first figure (not before). Its layout is
+    "constrained": the margins fit the tick labels and titles when it is drawn, once; ``bbox_inches="tight"``
+    cost a second layout pass of every text on each save.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=kwargs.pop("figsize", None), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(fig)  # the figure's canvas from now on
+    axes = fig.subplots(*args, **kwargs)
     return fig, axes
 
 
 def _save(fig: Figure, out: Path, name: str) -> str:
-    fig.savefig(out / name, dpi=90, metadata=_METADATA, bbox_inches="tight")
-    _pyplot().close(fig)
+    # The canvas's print_png draws the figure once, its layout first; Figure.savefig would add a dry-run
+    # draw (every tick and text laid out) before it whenever a layout engine is set.
+    fig.canvas.print_png(out / name, metadata=_METADATA)  # type: ignore[attr-defined]
     return name
 
 
@@ -175,6 +178,10 @@ def optimization_history(
             # Failed trials have no value: marked on the axis, never drawn as a number.
             ax.scatter(failed["trial"], np.zeros(len(failed)), marker="x", color="tab:red", clip_on=False,
                        transform=ax.get_xaxis_transform(), label="failed trial", zorder=5)
+            # Drawn in axis coordinates, they would not widen the x range: a failed last trial fell off the figure
+            # (bbox_inches="tight" used to widen the PNG instead, cutting the mark in half).
+            ax.update_datalim(np.column_stack((failed["trial"].to_numpy(dtype=float), np.zeros(len(failed)))),
+                              updatey=False)
         ax.set_ylabel(f"{metric} ({direction})", fontsize=8)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=6)

@@ -109,7 +109,9 @@ def pairs(used: pd.DataFrame, factors: list[str], rule: SuccessRule) -> pd.DataF
     keys = [c for c in factors if c not in baseline]
     group_cols = keys + list(baseline)
     rows = []
-    frame = used.copy()
+    # Only the columns read below: a copy of every column of thousands of runs costs more than the tests.
+    needed = [*group_cols, metric, "run_id", *([REPETITION] if REPETITION in used.columns else [])]
+    frame = used[list(dict.fromkeys(needed))].copy()
     for column in group_cols:
         frame[column] = frame[column].fillna("-").astype(str)
     if REPETITION in frame.columns:  # parsed once here, not in each group
@@ -126,7 +128,7 @@ def pairs(used: pd.DataFrame, factors: list[str], rule: SuccessRule) -> pd.DataF
         candidate = grouped[key]
         comparison = compare(
             base[metric].dropna().to_numpy(dtype=float), candidate[metric].dropna().to_numpy(dtype=float),
-            alternative="greater" if rule.higher_is_better else "less",
+            alternative="greater" if rule.higher_is_better else "less", effects=False,
         )
         gated: bool | None = None
         if comparison.tested and comparison.welch_p is not None:
@@ -181,7 +183,7 @@ def against_baseline(
     cand = np.asarray(candidate, dtype=float)
     base, cand = base[np.isfinite(base)], cand[np.isfinite(cand)]
     if len(cand) >= MIN_N_TEST:
-        c = compare(base, cand, alternative=alternative)
+        c = compare(base, cand, alternative=alternative, effects=False)
         test, p, note = ("welch" if c.tested else ""), c.welch_p, c.note
     else:
         r = compare_to_reference(base, cand, alternative=alternative)

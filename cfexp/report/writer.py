@@ -102,7 +102,8 @@ def write_report(runset: RunSet, options: ReportOptions, out: Path) -> Path:
         stale.unlink()  # a previous report's figures must not pass for this one's
     lines = _header(runset, options)
     lines += _environment(runset)
-    provenances = sorted(runset.used["provenance"].unique())
+    every_used = runset.used  # a new frame per access: taken once
+    provenances = sorted(every_used["provenance"].unique())
     if len(provenances) > 1:
         lines += [
             "> **Mixed input**: these runs are " + " and ".join(provenances) + ". They are never pooled: "
@@ -113,7 +114,7 @@ def write_report(runset: RunSet, options: ReportOptions, out: Path) -> Path:
         lines += _mixed_designs(runset)
     for design in designs:
         for provenance in provenances:
-            used = runset.used[(runset.used["design"] == design.id) & (runset.used["provenance"] == provenance)]
+            used = every_used[(every_used["design"] == design.id) & (every_used["provenance"] == provenance)]
             if used.empty:
                 continue
             prefix = (f"{design.id}_" if len(designs) > 1 else "") + (
