@@ -9,7 +9,6 @@ the whole agent process.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -23,7 +22,6 @@ from cfexp.agents.python_agent.client import (
     WIRE_APIS,
     CallRequest,
     new_client,
-    rehearse,
     request_headers,
     stream_call,
 )
@@ -403,22 +401,3 @@ def test_a_refused_connection_has_no_send_time() -> None:
     assert record.t_connect_start_ns is not None
     assert (record.t_connect_end_ns, record.t_send_ns) == (None, None)
     assert_clock_order(record)
-
-
-def test_the_rehearsal_runs_a_whole_call_per_api_without_touching_the_agents_server() -> None:
-    """warm_up's rehearsal: every API the agents speak, parsed to a successful record, in-process."""
-    with ScriptedServer(lambda path, body: ollama_reply("hello")) as server:
-        agents = (
-            _call("ollama").agent,
-            dataclasses.replace(_call("openai", api_key="k").agent, name="agent_1"),
-            dataclasses.replace(_call("ollama").agent, name="agent_2"),
-        )
-        agents = tuple(dataclasses.replace(a, base_url=server.base_url) for a in agents)
-        records = asyncio.run(rehearse(agents, timeout_s=5.0))
-    assert server.requests == []
-    assert [r.api for r in records] == ["ollama", "openai"]
-    for record in records:
-        assert record.success, record.error
-        assert record.text == "ok" and record.content_chunks == 1 and record.finish_reason == "stop"
-        assert record.base_url != server.base_url and record.base_url.startswith("http://127.0.0.1:")
-        assert record.t_send_ns is not None and record.t_first_token_ns is not None

@@ -10,6 +10,7 @@ and task included) and the parent/child linking are all exercised.
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -79,4 +80,10 @@ def test_a_sweep_runs_through_the_batch_script_submitit_writes(tmp_path: Path) -
         # Hydra's job id is the SLURM array task the job ran as.
         hydra_cfg = OmegaConf.load(job_dir / ".hydra" / "hydra.yaml")
         assert hydra_cfg.hydra.job.id == f"{array_id.group(1)}_{index}"
+    # submitit returns once every task wrote its result file; the task's
+    # python and the batch script around it exit just after. A process left
+    # running (a server, an agent) would still be here after the wait.
+    deadline = time.monotonic() + 30
+    while survivors(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert survivors(tmp_path) == []

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
 import socket
@@ -157,100 +156,18 @@ def new_client(agents: tuple[AgentSpec, ...], timeout_s: float) -> httpx.AsyncCl
     )
 
 
-async def warm_up(agents: tuple[AgentSpec, ...], timeout_s: float) -> None:
-    """Load and run once, before ``ready``, what the first call would otherwise run cold.
+async def warm_up() -> None:
+    """Load, before ``ready``, what httpx would load lazily at its first connection.
 
     httpcore's network backend runs on anyio, and anyio imports its event-loop
     backend (and ~30 modules) the first time it is used: 50–150 ms that would
     otherwise fall inside the first call, before its request is written
-    (its connect, as ``connect_ms``). One anyio checkpoint in the running
-    loop does that loading now, without touching the network.
-
-    Then one rehearsal call per API the agents speak (:func:`rehearse`),
-    against a loopback server inside this process: Python's first run of
-    the whole path (h11's parser, httpx's response set-up, the stream
-    parser) cost the first real call ~2 ms more than later ones, between
-    its send and its first token — client time that would read as the
-    server's. The measured server never sees the rehearsal.
+    (its connect, as ``connect_ms``). One anyio checkpoint in the
+    running loop does that loading now, without touching the network.
     """
     import anyio.lowlevel
 
     await anyio.lowlevel.checkpoint()
-    try:
-        for record in await rehearse(agents, timeout_s):
-            if not record.success:  # the real calls will say what is wrong, if anything
-                log.debug("rehearsal call failed <api=%s>: %s", record.api, record.error)
-    except OSError as exc:  # no loopback socket: the first call runs cold, nothing else changes
-        log.debug("no rehearsal call: %s", exc)
-
-
-# What the loopback server answers, per API: a content chunk, the final message.
-_REHEARSAL_BODIES: dict[str, list[bytes]] = {
-    "ollama": [
-        b'{"message":{"role":"assistant","content":"ok"},"done":false}\n',
-        b'{"message":{"role":"assistant","content":""},"done":true,"done_reason":"stop",'
-        b'"prompt_eval_count":1,"eval_count":2}\n',
-    ],
-    "openai": [
-        b'data: {"choices":[{"index":0,"delta":{"content":"ok"},"finish_reason":null}]}\n\n',
-        b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
-        b'data: {"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}\n\n',
-        b"data: [DONE]\n\n",
-    ],
-}
-
-
-async def rehearse(agents: tuple[AgentSpec, ...], timeout_s: float) -> list[CallRecord]:
-    """One :func:`stream_call` per API of ``agents`` against a loopback server in this process.
-
-    The calls run the agents' own code path end to end (request body,
-    WireClock, the send, the streamed reply read to its end, the parser,
-    the record) on a throwaway client; their records are returned, not
-    written.
-    """
-
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = next(
-                int(line.split(b":", 1)[1])
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"content-length:")
-            )
-            await reader.readexactly(length)
-            api = "ollama" if head.startswith(b"POST /api/") else "openai"
-            writer.write(
-                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-            )
-            for piece in _REHEARSAL_BODIES[api]:
-                writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
-                await writer.drain()
-            writer.write(b"0\r\n\r\n")
-            await writer.drain()
-        except (OSError, asyncio.IncompleteReadError, StopIteration, ValueError):
-            pass  # the call's record says what went wrong
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    records: list[CallRecord] = []
-    try:
-        for api in sorted({agent.api for agent in agents}):
-            agent = dataclasses.replace(
-                next(a for a in agents if a.api == api), base_url=f"http://127.0.0.1:{port}", api_key=None
-            )
-            request = CallRequest(
-                run_id="rehearsal", agent=agent, call_index=-1, step="rehearsal",
-                messages=[{"role": "user", "content": "ok"}], num_predict=2, timeout_s=timeout_s,
-            )  # fmt: skip
-            async with new_client((agent,), timeout_s) as client:
-                records.append(await stream_call(client, request))
-    finally:
-        server.close()
-        await server.wait_closed()
-    return records
 
 
 # ------------------------------------------------------------------ the call

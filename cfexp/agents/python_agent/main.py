@@ -116,7 +116,7 @@ async def _run(spec: Spec, data: AgentData, writer: RecordWriter, runtime: Runti
             agent.name: await stack.enter_async_context(new_client((agent,), spec.call_timeout_s))
             for agent in spec.agents
         }
-        await warm_up(spec.agents, spec.call_timeout_s)
+        await warm_up()
         # Spec, data files, HTTP client and event loop are ready; the first request is next.
         writer.write(
             ReadyRecord(
