@@ -23,7 +23,7 @@ and the median time from the call's start to the request's write
 (``t_send_ns − t_start_ns``: connection pool, connect, request set-up), which
 the TTFT no longer includes.
 
-Usage: `python benchmarks/client_ttft.py [--requests 50] [--runtimes asyncio,tokio,...]`;
+Usage: `python benchmarks/client_ttft.py [--requests 50] [--runtimes asyncio,tokio,...] [--threads 0,1]`;
 results go to docs/benchmarks.md ("Client-side TTFT overhead").
 """
 
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import secrets
 import statistics
 import sys
@@ -119,10 +120,12 @@ def add_process(seen: Overheads, records: list[dict[str, Any]], truth: list[dict
             seen.connect.append((call["t_connect_end_ns"] - call["t_connect_start_ns"]) / 1e6)
 
 
-def config(root: Path, backend: str, num_predict: int) -> CfexpConfig:
+def config(root: Path, backend: str, num_predict: int, threads: int) -> CfexpConfig:
     register_configs()
     GlobalHydra.instance().clear()
     overrides = [f"backend={backend}", "scenario=single_agent", f"num_predict={num_predict}", f"paths.root_dir={root}"]
+    if threads:
+        overrides.append(f"backend.threads={threads}")
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return to_settings(compose("config", overrides=overrides))
 
@@ -131,12 +134,12 @@ def command(runtime: str) -> AgentCommand:
     return python_agent_command(runtime) if runtime in PYTHON else rust_agent_command(runtime)
 
 
-def measure(runtimes: list[str], processes: int, backend: str, num_predict: int) -> dict[str, Overheads]:
+def measure(runtimes: list[str], processes: int, backend: str, num_predict: int, threads: int) -> dict[str, Overheads]:
     found = {runtime: Overheads() for runtime in runtimes}
     commands = {runtime: command(runtime) for runtime in runtimes}  # builds the Rust agents first
     with tempfile.TemporaryDirectory(prefix="cfexp-bench-") as tmp:
         root = Path(tmp)
-        cfg = config(root, backend, num_predict)
+        cfg = config(root, backend, num_predict, threads)
         pool = ServerPool()
         try:
             (instance,) = pool.acquire(cfg, root / "servers", launch_specs(cfg, instance_launch_options(cfg)))
@@ -167,6 +170,11 @@ def _median(values: list[float]) -> str:
     return f"{statistics.median(values):.2f}" if values else "—"
 
 
+def _threads_label(threads: int) -> str:
+    cores = os.cpu_count() or 1
+    return f"{cores} (default: every core)" if threads == 0 else f"{threads} of {cores}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=50, help="successful calls per runtime, at least")
@@ -174,30 +182,40 @@ def main() -> None:
     parser.add_argument("--num-predict", type=int, default=16)
     parser.add_argument("--backend", choices=("llamacpp", "sim"), default="llamacpp",
                         help="sim: the simulator's server, for a quick look (its timing model, no real engine)")
+    parser.add_argument("--threads", default=None,
+                        help="the server's llama.cpp threads (backend.threads), one measurement per value, comma-"
+                             "separated; 0: the backend's default, every core (default: 0,1 on llamacpp, 0 on sim)")
     parser.add_argument("--dry-run", action="store_true", help="print the section, do not write docs/benchmarks.md")
     args = parser.parse_args()
     runtimes = args.runtimes.split(",")
+    threads_list = [int(t) for t in (args.threads or ("0,1" if args.backend == "llamacpp" else "0")).split(",")]
     processes = math.ceil(args.requests / CALLS_PER_JOB)
-    found = measure(runtimes, processes, args.backend, args.num_predict)
 
     rows = []
-    for runtime in runtimes:
-        seen = found[runtime]
-        target = TARGET_MS["python" if runtime in PYTHON else "rust"]
-        overall = statistics.median(seen.all)
-        verdict = "met" if overall <= target else "**missed**"
-        rows.append(
-            f"| {runtime} | {len(seen.all)} | **{overall:.2f}** | {percentile(seen.all, 90):.2f} "
-            f"| {_median(seen.warm)} | {_median(seen.first)} | {_median(seen.way_in)} | {_median(seen.way_out)} "
-            f"| {_median(seen.connect)} "
-            f"| {_median(seen.before_send)} | <= {target} ({verdict}) |"
-        )
+    for threads in threads_list:  # one server per setting, one after the other
+        found = measure(runtimes, processes, args.backend, args.num_predict, threads)
+        for runtime in runtimes:
+            seen = found[runtime]
+            target = TARGET_MS["python" if runtime in PYTHON else "rust"]
+            overall = statistics.median(seen.all)
+            verdict = "met" if overall <= target else "**missed**"
+            rows.append(
+                f"| {runtime} | {_threads_label(threads)} | {len(seen.all)} | **{overall:.2f}** "
+                f"| {percentile(seen.all, 90):.2f} "
+                f"| {_median(seen.warm)} | {_median(seen.first)} | {_median(seen.way_in)} | {_median(seen.way_out)} "
+                f"| {_median(seen.connect)} "
+                f"| {_median(seen.before_send)} | <= {target} ({verdict}) |"
+            )
     server = "Embedded llamacpp server (Gemma 3 270M, 1 slot)" if args.backend == "llamacpp" else "The simulator's server"
-    body = f"""{machine_line()}, `python benchmarks/client_ttft.py --requests {args.requests} --runtimes {args.runtimes} --backend {args.backend}`.
+    threads_arg = ",".join(str(t) for t in threads_list)
+    body = f"""{machine_line()}, `python benchmarks/client_ttft.py --requests {args.requests} --runtimes {args.runtimes} --backend {args.backend} --threads {threads_arg}`.
 {server}, `single_agent` with
-`num_predict={args.num_predict}`: {processes} agent processes per runtime (the runtimes taking
-turns), each an analysis call (the process's first, cold call) and a report
-call (warm), started by the harness's runner against one server.
+`num_predict={args.num_predict}`: {processes} agent processes per runtime and server setting (the runtimes
+taking turns; the server settings one after the other, each its own server), each an analysis call
+(the process's first, cold call) and a report call (warm), started by the harness's runner against
+one server. "Server threads" is the server's llama.cpp threads (`backend.threads`; the simulator
+computes nothing, so it is moot there): with every core, the agent waits for a core while the
+server decodes.
 Overhead = the agent's TTFT (`t_first_token_ns − t_send_ns`, the send read
 just before the request's first byte is written) − the server's own record of
 the same request (request head read → first content chunk handed to the
@@ -206,8 +224,8 @@ kernel, its ground-truth log, same CLOCK_MONOTONIC), per successful call. Target
 out = client first-token reading − server send. `connect_ms` and the call's
 start → request write are no longer part of TTFT and are shown beside it.
 
-| runtime | calls | overhead median ms | p90 ms | warm calls: median ms | first (cold) calls: median ms | way in median ms | way out median ms | connect_ms median | start → send median ms | target ms |
-|---|---|---|---|---|---|---|---|---|---|---|
+| runtime | server threads | calls | overhead median ms | p90 ms | warm calls: median ms | first (cold) calls: median ms | way in median ms | way out median ms | connect_ms median | start → send median ms | target ms |
+|---|---|---|---|---|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 """
     if args.dry_run:

@@ -25,6 +25,8 @@ from cfexp.config.schema import CfexpConfig
 from cfexp.locations import checkout_root
 from cfexp.vocab import Backend
 
+# Backends whose managed instances run llama.cpp on the CPU threads cfexp gives them (LaunchSpec.threads).
+THREADED_BACKENDS = frozenset({Backend.llamacpp, Backend.llamaserver})
 _PACKAGES = ("hydra-core", "omegaconf", "mlflow", "httpx", "llama-cpp-python", "uvloop")
 
 
@@ -105,7 +107,11 @@ def server_settings_tags(cfg: CfexpConfig, instances: list[ServerInstance]) -> d
     ``launch.num_ctx`` / ``launch.num_gpu``: the context and offloaded layers
     cfexp started the instance with, ``default`` when it set none (the
     server's own default: ``options_mode=server_defaults``, agent_0 of
-    ``baseline_vs_chimera``). ``effective.num_ctx`` /
+    ``baseline_vs_chimera``). ``launch.threads``: the CPU threads cfexp
+    started a llama.cpp engine with (``backend.threads: 0`` resolved to the
+    cores split between the instances), ``default`` for a server that picks
+    its own or computes nothing (the simulator, Ollama, one it attached to):
+    whether the agents had a core of their own (docs/metrics.md). ``effective.num_ctx`` /
     ``effective.size_vram_bytes``: what the server reports it has loaded at the
     end of the job (Ollama's API: ``/api/ps``; llama-server: ``/props``), or
     ``unknown``. One value per instance, in instance order, joined by commas.
@@ -119,9 +125,16 @@ def server_settings_tags(cfg: CfexpConfig, instances: list[ServerInstance]) -> d
     return {
         "launch.num_ctx": joined([i.launch.ctx for i in instances], "default"),
         "launch.num_gpu": joined([i.launch.gpu_layers for i in instances], "default"),
+        "launch.threads": joined([_threads(i) for i in instances], "default"),
         "effective.num_ctx": joined([s.num_ctx for s in states], UNKNOWN),
         "effective.size_vram_bytes": joined([s.size_vram_bytes for s in states], UNKNOWN),
     }
+
+
+def _threads(instance: ServerInstance) -> int | None:
+    """The threads cfexp gave the instance's engine; None where it gave none that the engine uses."""
+    takes_threads = instance.backend in THREADED_BACKENDS and instance.managed
+    return instance.launch.threads if takes_threads else None
 
 
 def run_tags(cfg: CfexpConfig, instances: list[ServerInstance]) -> dict[str, str]:

@@ -10,7 +10,8 @@ too), never an LLM server:
   study's trials (read from its storage), best trials, importances, success
   rate against the baseline;
 - :mod:`cfexp.report.tables` — the report's tables;
-- :mod:`cfexp.report.plots` — deterministic PNG figures;
+- :mod:`cfexp.report.plots` — deterministic PNG figures, drawn by a forked
+  child process meanwhile (:mod:`cfexp.report.aside`);
 - :mod:`cfexp.report.markdown`, :mod:`cfexp.report.writer` — report.md and CSVs.
 
 How to read a report: docs/reports.md.

@@ -22,6 +22,7 @@ from cfexp.filenames import safe_name
 from cfexp.metrics import catalog
 from cfexp.report import markdown as md
 from cfexp.report import plots, study_store, success, tables
+from cfexp.report.aside import draw_aside
 from cfexp.report.load import ORDER_TAG, SEED_TAG, RunSet, design_differences, load_runs, short
 
 if TYPE_CHECKING:
@@ -252,6 +253,13 @@ def _section(
     lines = [f"## {title} ({len(used)} runs, {used['config'].nunique()} configs)", ""]
 
     order = tables.trends(used, options.alpha)
+    figures = draw_aside(lambda: [
+        *(plots.distributions(used, m, out, prefix) for m in PLOTTED if m in tables.present_metrics(used)),
+        plots.throughput_vs_ttft(used, factors, out, prefix),
+        plots.efficiency(used, factors, out, prefix),
+        *(plots.versus_parameter(used, factors, m, out, prefix) for m in ("throughput_tok_s", "ttft_ms")),
+        plots.run_order(used, list(order["metric"]) if not order.empty else [], out, prefix),
+    ])  # drawn by a child process while the tables below are computed (cfexp/report/aside.py)
     flagged = order[order["trend"].str.startswith("values")] if not order.empty else order
     for _, row in flagged.iterrows():
         lines += [f"> **Run-order trend**: `{row['metric']}` {row['trend'].removeprefix('values ')} in the sweep "
@@ -307,14 +315,7 @@ def _section(
                   f"{options.alpha}.", "",
                   md.trend_table(order), "", f"CSV: `{_csv(order, out, f'{prefix}run_order.csv')}`.", ""]
 
-    figures = [plots.distributions(used, m, out, prefix) for m in PLOTTED if m in tables.present_metrics(used)]
-    figures += [
-        plots.throughput_vs_ttft(used, factors, out, prefix),
-        plots.efficiency(used, factors, out, prefix),
-        *(plots.versus_parameter(used, factors, m, out, prefix) for m in ("throughput_tok_s", "ttft_ms")),
-        plots.run_order(used, list(order["metric"]) if not order.empty else [], out, prefix),
-    ]
-    drawn = [f for f in figures if f]
+    drawn = figures()
     if drawn:
         lines += ["### Figures", ""] + [f"![{f}]({f})\n" for f in drawn]
     return lines

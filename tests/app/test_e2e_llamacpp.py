@@ -26,6 +26,8 @@ def test_the_default_experiment_runs_on_the_real_model(tmp_path: Path) -> None:
     tags, metrics = run.data.tags, run.data.metrics
     assert tags["provenance"] == "measured" and tags["backend"] == "llamacpp"
     assert tags["model_digest"] == "sha256:" + expected_sha256()[1]
+    # backend.threads: 0 resolved: one instance gets every core (docs/metrics.md, "A core for the client").
+    assert tags["launch.threads"] == str(os.cpu_count())
     assert metrics["calls_total"] == 2 and metrics["calls_failed"] == 0
     assert 0 < metrics["output_tokens"] <= 24
     assert metrics["ttft_ms"] > 0 and metrics["server_throughput_tok_s"] > 0
@@ -53,6 +55,8 @@ def test_single_and_dual_on_the_real_model_record_consistent_efficiencies(tmp_pa
     for run in children:
         metrics = run.data.metrics
         assert run.info.status == "FINISHED" and run.data.tags["provenance"] == "measured"
+        instances = 2 if run.data.params["topology.name"] == "dual" else 1
+        assert run.data.tags["launch.threads"] == ",".join([str(max(1, (os.cpu_count() or 1) // instances))] * instances)
         assert metrics["calls_failed"] == 0 and metrics["calls_total"] == 4
         for agent in ("agent_0", "agent_1"):
             assert metrics[f"{agent}_solo_ms"] > 0 and metrics[f"{agent}_concurrent_ms"] > 0

@@ -91,6 +91,7 @@ def test_the_simulator_runs_a_baseline_with_its_defaults_and_the_candidate_with_
             instance.process.stop()
     assert tags["configured"] == {
         "launch.num_ctx": "512", "launch.num_gpu": "6", "effective.num_ctx": "512",
+        "launch.threads": "default",  # the simulator computes nothing: no threads of cfexp's choosing
         # 6 of the simulated model's 18 layers on the "GPU": a third of its bytes.
         "effective.size_vram_bytes": tags["configured"]["effective.size_vram_bytes"],
     }
