@@ -3,6 +3,7 @@ with the Python agent and a Rust one: both speak the OpenAI API to it."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ def test_a_single_inference_job_finishes_on_llama_server(tmp_path: Path, runtime
     assert tags["backend"] == "llamaserver" and tags["provenance"] == "measured"
     assert tags["runtime"] == runtime and tags["model_digest"] == "sha256:" + expected_sha256()[1]
     assert tags["backend_version"] not in ("", "unknown", "None")  # llama-server's build_info
+    assert tags["launch.threads"] == str(os.cpu_count())  # --threads: 0 resolved, one instance
     assert metrics["calls_total"] == 1 and metrics["calls_failed"] == 0
     assert 0 < metrics["output_tokens"] <= 8 and metrics["ttft_ms"] > 0
     # llama-server's log and the chat template it was given stay in the job's servers folder.
