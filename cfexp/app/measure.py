@@ -3,14 +3,17 @@
 A job runs its agent process once or several times against the same running
 server instances (docs/multi-agent.md, docs/metrics.md):
 
-    [priming]  [solo_before × agents]  measured  [solo_after × agents]
+    [priming]  [solo_before: agent 0, 1, …]  measured  [solo_after: agent …, 1, 0]
 
 - ``priming`` (``prompt_cache=allow`` only): one untimed run of the whole
   workflow, so every job's measured calls find the server's prefix cache as
   warm as every other job's — not only the first job of a sweep cold;
 - ``solo_before`` / ``solo_after`` (``multi_agent``, ``scenario.solo``): each
   agent alone on its instance; the two solos bracket the concurrent phase, so
-  their difference (drift) is the noise floor of speedup and efficiency;
+  their difference (drift) is the noise floor of speedup and efficiency. The
+  solos after run in the reverse order of those before (ABBA), so each agent's
+  two solos sit equally far from the concurrent phase and a slowdown linear in
+  time cancels in their mean for every agent, not only on average over them;
 - ``measured``: every agent together (or the one agent), sampled for system
   metrics; its calls are the run's call metrics.
 
@@ -111,7 +114,10 @@ def plan_phases(cfg: CfexpConfig, job_dir: Path) -> list[Phase]:
         phases += [Phase("solo_before", (i,), job_dir / PHASES_DIR / f"solo_before_agent_{i}") for i in agents]
     phases.append(Phase(MEASURED, None, job_dir))
     if solo in (SoloPhases.after, SoloPhases.both):
-        phases += [Phase("solo_after", (i,), job_dir / PHASES_DIR / f"solo_after_agent_{i}") for i in agents]
+        # Mirrored (module docstring): agent i's solos are then centred on the concurrent phase.
+        phases += [
+            Phase("solo_after", (i,), job_dir / PHASES_DIR / f"solo_after_agent_{i}") for i in reversed(agents)
+        ]
     return phases
 
 

@@ -31,8 +31,7 @@ Draw = Callable[[], list[str | None]]
 
 def draw_aside(draw: Draw) -> Callable[[], list[str]]:
     """Start ``draw`` in a forked child; return the function that waits for its figure names."""
-    if not hasattr(os, "fork") or threading.active_count() > 1:
-        # Forking beside other threads can copy a lock they hold: draw here instead.
+    if not _fork_is_safe():
         names = draw()
         return lambda: [n for n in names if n]
     context = multiprocessing.get_context("fork")
@@ -60,6 +59,12 @@ def draw_aside(draw: Draw) -> Callable[[], list[str]]:
         return [n for n in names if n]
 
     return figures
+
+
+def _fork_is_safe() -> bool:
+    """Whether this process can fork a child that runs Python: no ``fork``, or another thread
+    running (the child would copy any lock it holds, held forever), is a no."""
+    return hasattr(os, "fork") and threading.active_count() == 1
 
 
 def _draw_in_child(draw: Draw, send: Connection) -> None:

@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from cfexp.report import aside
 from cfexp.report.aside import draw_aside
+
+
+@pytest.fixture
+def fork_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process forks even if an earlier test of the session left a thread behind (a server's
+    serve_forever, say): the children here only write a file and log, so no lock is at stake."""
+    monkeypatch.setattr(aside, "_fork_is_safe", lambda: True)
 
 
 def _drawer(out: Path, fail_in_child: str | None = None):
@@ -29,6 +37,7 @@ def _drawer(out: Path, fail_in_child: str | None = None):
     return draw
 
 
+@pytest.mark.usefixtures("fork_allowed")
 def test_figures_are_drawn_by_another_process_and_their_names_come_back(tmp_path: Path) -> None:
     figures = draw_aside(_drawer(tmp_path))
     names = figures()
@@ -37,6 +46,7 @@ def test_figures_are_drawn_by_another_process_and_their_names_come_back(tmp_path
     assert (tmp_path / names[0]).read_text() == "drawn"
 
 
+@pytest.mark.usefixtures("fork_allowed")
 @pytest.mark.parametrize("failure", ["raise", "die"])
 def test_a_child_that_fails_or_dies_has_its_figures_drawn_here(
     tmp_path: Path, failure: str, caplog: pytest.LogCaptureFixture
@@ -47,6 +57,7 @@ def test_a_child_that_fails_or_dies_has_its_figures_drawn_here(
     assert "drawing the figures here" in caplog.text
 
 
+@pytest.mark.usefixtures("fork_allowed")
 def test_an_error_that_is_not_the_childs_surfaces_with_its_own_traceback(tmp_path: Path) -> None:
     def draw() -> list[str | None]:
         raise ValueError("a bad figure")
@@ -57,6 +68,7 @@ def test_an_error_that_is_not_the_childs_surfaces_with_its_own_traceback(tmp_pat
 
 
 def test_beside_another_thread_the_figures_are_drawn_in_process(tmp_path: Path) -> None:
+    """The real check (no fork_allowed): a thread of this test's own is running."""
     stop = threading.Event()
     other = threading.Thread(target=stop.wait)
     other.start()
