@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import sys
 import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -40,21 +41,16 @@ def draw_aside(draw: Draw) -> Callable[[], list[str]]:
     child.start()
     send.close()  # the child holds the writing end: EOF once it is gone
 
-    def wait() -> list[str | None] | None:
-        names: list[str | None] | None
+    def figures() -> list[str]:
         try:
-            names = receive.recv()
+            names, why = receive.recv()
         except EOFError:  # died before it answered (killed, out of memory)
-            names = None
+            names, why = None, ""
         finally:
             receive.close()
             child.join()
-        return names
-
-    def figures() -> list[str]:
-        names = wait()
         if names is None or child.exitcode != 0:
-            log.warning("the figure process failed (exit code %s): drawing the figures here", child.exitcode)
+            log.warning("the figure process failed (%s): drawing the figures here", why or f"exit code {child.exitcode}")
             names = draw()
         return [n for n in names if n]
 
@@ -69,9 +65,7 @@ def _fork_is_safe() -> bool:
 
 def _draw_in_child(draw: Draw, send: Connection) -> None:
     try:
-        names = draw()
-    except BaseException:
-        log.exception("drawing the report's figures failed")
-        send.send(None)
-        raise
-    send.send(names)
+        send.send((draw(), ""))
+    except Exception as exc:  # said once, by the parent, which draws again (and raises if it fails too)
+        send.send((None, f"{type(exc).__name__}: {exc}"))
+        sys.exit(1)  # no traceback here: the parent's is the one to read

@@ -384,7 +384,7 @@ def _mean_var(x: np.ndarray) -> tuple[Any, Any]:
         var = np.mean(centred**2)
         n = np.asarray(len(x), dtype=float)
         var *= n / (n - 1)
-    return np.mean(x), var
+    return mean[0], var
 
 
 @dataclass(frozen=True)

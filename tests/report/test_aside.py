@@ -55,6 +55,8 @@ def test_a_child_that_fails_or_dies_has_its_figures_drawn_here(
         names = draw_aside(_drawer(tmp_path, fail_in_child=failure))()
     assert names == [f"figure-{os.getpid()}.png"]
     assert "drawing the figures here" in caplog.text
+    # Why it failed, in the one warning: the child's own error, or how it ended.
+    assert ("RuntimeError: no figure in the child" if failure == "raise" else "exit code 9") in caplog.text
 
 
 @pytest.mark.usefixtures("fork_allowed")
