@@ -70,6 +70,9 @@ PHASES: list[tuple[str, str, str]] = [
     ("end: callback on_multirun_end", "cfexp.app.callback", "CfexpCallback.on_multirun_end"),
     ("servers stopped (the pool closed)", "cfexp.backends.pool", "ServerPool.close"),
     ("sqlite commit (waits for the disk)", "sqlalchemy.engine.default", "DefaultDialect.do_commit"),
+    # The store held by the tracking writer process (cfexp.tracking.writer): the harness's side of it.
+    ("tracking writer: a call (sent, answered)", "cfexp.tracking.writer", "TrackingWriter.call"),
+    ("start: open the tracking store (in the writer, after its MLflow import)", "cfexp.tracking.writer", "WriterTracker.__init__"),
 ]
 
 _EVENTS: list[dict[str, Any]] = []

@@ -232,8 +232,9 @@ a store that already exists; medians over {args.repeats} sweeps per tree.
 Each sweep (gap / start / exit, seconds): {every}.{default_every}
 
 Where a job's time goes (this tree, one sweep under `benchmarks/_phases.py`, a clock on each step; medians
-over the jobs but the first and the last two; indented steps are part of the one above, `mlflow:` and
-`sqlite commit` lines are part of the MLflow steps):
+over the jobs but the first and the last two; indented steps are part of the one above; the `tracking writer`
+line (the harness's side of each call to the tracking writer process), or with `CFEXP_TRACKING_WRITER=0` the
+`mlflow:` and `sqlite commit` lines, are part of the MLflow steps):
 
 | step | per job | calls |
 |---|---|---|

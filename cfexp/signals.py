@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
 _EXIT_HOOKS: list[Callable[[], None]] = []
+# Children that are not jobs: stop_launched_jobs leaves them to their owner.
+_NOT_JOBS: set[int] = set()
 
 
 def on_exit(hook: Callable[[], None]) -> None:
@@ -43,8 +45,14 @@ def run_exit_hooks() -> None:
         hook()
 
 
-def die_with_parent() -> bool:
-    """Ask the kernel to SIGTERM this process when its parent dies.
+def not_a_launched_job(pid: int) -> None:
+    """A child that :func:`stop_launched_jobs` must neither signal nor wait for: the
+    tracking writer, which the clean-up after a stop still writes through."""
+    _NOT_JOBS.add(pid)
+
+
+def die_with_parent(death_signal: signal.Signals = signal.SIGTERM) -> bool:
+    """Ask the kernel to send ``death_signal`` (SIGTERM) to this process when its parent dies.
 
     Called by a child on its own start-up (never in a fork-to-exec
     ``preexec_fn``: loading libc there can deadlock a multi-threaded parent).
@@ -53,7 +61,7 @@ def die_with_parent() -> bool:
     process groups plus cfexp's exit handlers still stop the child.
     """
     try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, death_signal)
     except (OSError, AttributeError):
         return True
     return os.getppid() != 1
@@ -69,7 +77,7 @@ def stop_launched_jobs(signum: int, grace_s: float | None = 30.0) -> None:
     is killed, whole tree; ``None`` waits for the jobs to end on their own.
     """
     try:
-        children = psutil.Process().children()
+        children = [child for child in psutil.Process().children() if child.pid not in _NOT_JOBS]
     except psutil.Error:
         return
     if signum != signal.SIGINT:

@@ -56,3 +56,20 @@ def test_a_second_sigterm_during_the_clean_up_exits_at_once(tmp_path: Path) -> N
             process.kill()
             process.wait()
         process.stdout.close()
+
+
+def test_a_stop_passed_on_to_launched_jobs_spares_the_children_that_are_not_jobs() -> None:
+    """SIGTERM goes to a job's process and is waited for; the tracking writer (a child that is
+    not a job, cfexp.signals.not_a_launched_job) is neither signalled nor waited for."""
+    from cfexp.signals import _NOT_JOBS, not_a_launched_job, stop_launched_jobs
+
+    sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
+    with subprocess.Popen(sleep) as job, subprocess.Popen(sleep) as writer:
+        not_a_launched_job(writer.pid)
+        try:
+            stop_launched_jobs(signal.SIGTERM, grace_s=None)  # would wait forever for the writer
+            assert job.poll() is not None  # ended (psutil reaped it: its status is not kept)
+            assert writer.poll() is None
+        finally:
+            _NOT_JOBS.discard(writer.pid)
+            writer.kill()

@@ -22,11 +22,13 @@ import yaml
 
 from cfexp.config.schema import CfexpConfig
 from cfexp.redact import MASK, scrub, secret_values
+from cfexp.tracking import writer as tracking_writer
 from cfexp.tracking.resume import EarlierRun, config_hash, finished_run, parent_to_reuse, sweep_key
 from cfexp.tracking.spool import SpoolTracker, is_spooled, open_tracker, spool_root
 from cfexp.tracking.store import Tracker, resolve_uri
 from cfexp.tracking.sweep_file import read_parent, write_parent
 from cfexp.tracking.tags import CONFIG_HASH_TAG, PARENT_TAG, POSITION_TAG, SWEEP_KEY_TAG
+from cfexp.tracking.writer import WriterTracker
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +49,25 @@ JOB_ARTIFACTS = (
     ".hydra",
 )
 
-_TRACKERS: dict[str, Tracker] = {}
+_TRACKERS: dict[tuple[int, str], Tracker] = {}
 
 
 def tracker_for(uri_setting: str | None, mlruns_dir: Path) -> Tracker:
-    """One client per store and process (MLflow's SQLite set-up is not free)."""
+    """One client per store and process (MLflow's SQLite set-up is not free).
+
+    In ``python -m cfexp``, a store that is not an MLflow server is held by the
+    launch's tracking writer process (:mod:`cfexp.tracking.writer`).
+    """
     uri = resolve_uri(uri_setting, mlruns_dir)
-    if uri not in _TRACKERS:
-        # An unreachable server gives a SpoolTracker: runs kept locally, uploaded later.
-        _TRACKERS[uri] = open_tracker(uri, mlruns_dir)
-    return _TRACKERS[uri]
+    key = (os.getpid(), uri)  # a process forked from this one opens its own
+    if key not in _TRACKERS:
+        writer = tracking_writer.current()
+        if writer is not None and not tracking_writer.is_remote(uri):
+            _TRACKERS[key] = WriterTracker(writer, uri, mlruns_dir)
+        else:
+            # An unreachable server gives a SpoolTracker: runs kept locally, uploaded later.
+            _TRACKERS[key] = open_tracker(uri, mlruns_dir)
+    return _TRACKERS[key]
 
 
 def flatten(container: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

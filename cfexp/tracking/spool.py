@@ -35,7 +35,7 @@ from typing import Any
 
 from cfexp.errors import TrackingError
 from cfexp.filelock import FileLock
-from cfexp.tracking.store import MlflowTracker, Tracker
+from cfexp.tracking.store import MAX_RUNS, MlflowTracker, RunRecord, Tracker
 
 log = logging.getLogger(__name__)
 
@@ -172,10 +172,10 @@ class SpoolTracker(Tracker):
     def delete_run(self, run_id: str) -> None:
         raise TrackingError(f"cannot delete run {run_id}: <tracking.uri={self.uri}> is unreachable")
 
-    def get_run(self, run_id: str) -> Any:
+    def get_run(self, run_id: str) -> RunRecord:
         raise TrackingError(f"cannot read run {run_id}: <tracking.uri={self.uri}> is unreachable")
 
-    def search_runs(self, experiment: str, filter_string: str = "") -> Any:
+    def search_runs(self, experiment: str, filter_string: str = "", latest: int = MAX_RUNS) -> list[RunRecord]:
         log.warning("tracking server unreachable: no earlier runs of %s can be searched", experiment)
         return []
 
@@ -260,11 +260,13 @@ class FallbackTracker(MlflowTracker):
         stamp = end_time_ms or _now_ms()
         self._either(run_id, lambda t: t.end_run(run_id, status, stamp))
 
-    def get_run(self, run_id: str) -> Any:
-        return self._either(run_id, lambda t: t.get_run(run_id))
+    def get_run(self, run_id: str) -> RunRecord:
+        record: RunRecord = self._either(run_id, lambda t: t.get_run(run_id))
+        return record
 
-    def search_runs(self, experiment: str, filter_string: str = "") -> Any:
-        return self._either("", lambda t: t.search_runs(experiment, filter_string))
+    def search_runs(self, experiment: str, filter_string: str = "", latest: int = MAX_RUNS) -> list[RunRecord]:
+        records: list[RunRecord] = self._either("", lambda t: t.search_runs(experiment, filter_string, latest))
+        return records
 
     def _either(self, run_id: str, call: Callable[[Tracker], Any]) -> Any:
         """``call`` on the server; on the spool once the server is lost (and for

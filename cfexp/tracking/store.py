@@ -1,5 +1,9 @@
 """The tracking store: the only module that talks to MLflow.
 
+In ``python -m cfexp`` it runs in the tracking writer process, which imports
+MLflow beside Hydra's start (:mod:`cfexp.tracking.writer`); the harness
+talks to it through the same :class:`Tracker` protocol.
+
 cfexp uses ``MlflowClient`` directly rather than MLflow's fluent API: there is
 no hidden "active run" per process, so a sweep's parent run can be created in
 the launching process and its children in any other process (the parent id
@@ -20,6 +24,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,6 +40,8 @@ _MAX_TAG_VALUE = 5000
 # The runs table's name column (String(250)): SQLite ignores the limit, PostgreSQL refuses the run.
 _MAX_RUN_NAME = 250
 _BATCH = 100
+# Runs one search answers at most (MLflow's own limit per page of a search).
+MAX_RUNS = 10000
 
 
 def resolve_uri(configured: str | None, mlruns_dir: Path) -> str:
@@ -58,6 +65,55 @@ def ui_tags() -> dict[str, str]:
     """
     view = {"selectedColumns": [f"metrics.`{name}`" for name in plotted()]}
     return {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, VIEW_TAG: json.dumps(view)}
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What cfexp reads of an MLflow run's info (times in ms since the epoch)."""
+
+    run_id: str
+    run_name: str
+    experiment_id: str
+    status: str
+    start_time: int | None
+    end_time: int | None
+    lifecycle_stage: str
+    artifact_uri: str
+
+
+@dataclass(frozen=True)
+class RunData:
+    params: dict[str, str]
+    metrics: dict[str, float]  # the latest value of each
+    tags: dict[str, str]
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A run as :meth:`Tracker.get_run` and :meth:`Tracker.search_runs` answer it: plain
+    values, shaped like MLflow's ``Run`` (``run.info.status``, ``run.data.tags``), that
+    cross a process boundary without importing MLflow (:mod:`cfexp.tracking.writer`)."""
+
+    info: RunInfo
+    data: RunData
+
+    @classmethod
+    def of(cls, run: Any) -> RunRecord:
+        """From MLflow's ``Run``."""
+        info = run.info
+        return cls(
+            RunInfo(
+                run_id=str(info.run_id),
+                run_name=str(info.run_name or ""),
+                experiment_id=str(info.experiment_id),
+                status=str(info.status),
+                start_time=info.start_time,
+                end_time=info.end_time,
+                lifecycle_stage=str(info.lifecycle_stage),
+                artifact_uri=str(info.artifact_uri or ""),
+            ),
+            RunData(dict(run.data.params), dict(run.data.metrics), dict(run.data.tags)),
+        )
 
 
 class Tracker(Protocol):
@@ -110,9 +166,11 @@ class Tracker(Protocol):
 
     def delete_run(self, run_id: str) -> None: ...
 
-    def get_run(self, run_id: str) -> Any: ...  # mlflow's Run
+    def get_run(self, run_id: str) -> RunRecord: ...
 
-    def search_runs(self, experiment: str, filter_string: str = "") -> Any: ...  # a list of mlflow's Run
+    def search_runs(self, experiment: str, filter_string: str = "", latest: int = MAX_RUNS) -> list[RunRecord]:
+        """The ``latest`` runs (by start time, newest first) of ``experiment`` that match ``filter_string``."""
+        ...
 
 
 class MlflowTracker(Tracker):
@@ -232,12 +290,15 @@ class MlflowTracker(Tracker):
     def delete_run(self, run_id: str) -> None:
         self._client.delete_run(run_id)
 
-    def get_run(self, run_id: str) -> Any:
-        return self._client.get_run(run_id)
+    def get_run(self, run_id: str) -> RunRecord:
+        return RunRecord.of(self._client.get_run(run_id))
 
-    def search_runs(self, experiment: str, filter_string: str = "") -> Any:
+    def search_runs(self, experiment: str, filter_string: str = "", latest: int = MAX_RUNS) -> list[RunRecord]:
         experiment_id = self.experiment_id(experiment)
-        return self._client.search_runs([experiment_id], filter_string=filter_string, max_results=10000)
+        runs = self._client.search_runs(
+            [experiment_id], filter_string=filter_string, max_results=latest, order_by=["attributes.start_time DESC"]
+        )
+        return [RunRecord.of(run) for run in runs]
 
 
 def _cut(value: str, limit: int) -> str:

@@ -165,6 +165,14 @@ def _on_local_file_system(folder: Path) -> bool:
     return bool(kind) and kind not in _NETWORK_FILE_SYSTEMS and not kind.startswith("fuse")
 
 
+def import_mlflow() -> None:
+    """Import what opening a store needs, the schema version looked up (the tracking writer
+    does this before it is asked to open one: :mod:`cfexp.tracking.writer`)."""
+    _head_revision()
+    import mlflow.store.tracking.sqlalchemy_store  # the SQLite and PostgreSQL stores
+    import mlflow.tracking  # noqa: F401
+
+
 def _client(uri: str) -> Any:
     from mlflow.tracking import MlflowClient
 

@@ -172,6 +172,8 @@ def test_a_signal_to_a_running_sweep_kills_its_runs_and_every_process(tmp_path: 
         tree = process_tree_when_streaming(main, tmp_path / "multirun" / "0" / "records.raw.jsonl")
         commands = " ".join(cmdline(p) for p in tree)
         assert "cfexp.serving" in commands and "cfexp.agents.python_agent" in commands
+        # The store is held by the tracking writer, which gets Ctrl-C too: it must still close the runs.
+        assert "cfexp.tracking.writer" in commands
         if sig == signal.SIGINT:  # Ctrl-C: the terminal signals the foreground process group
             os.killpg(cfexp.pid, signal.SIGINT)
         else:
@@ -200,8 +202,29 @@ def test_cfexp_itself_killed_leaves_no_process_behind(tmp_path: Path) -> None:
     with started_cfexp(tmp_path, *SLOW_SIM) as cfexp:
         main = psutil.Process(cfexp.pid)
         tree = process_tree_when_streaming(main, tmp_path / "run" / "records.raw.jsonl")
+        assert any("cfexp.tracking.writer" in cmdline(p) for p in tree)  # it must stop too
         cfexp.send_signal(signal.SIGKILL)
         cfexp.communicate(timeout=60)
     assert cfexp.returncode == -signal.SIGKILL
     assert_all_stopped(tree, grace_s=20)  # children get SIGTERM from the kernel, then stop
+    assert leftover_processes(tmp_path) == []
+
+
+def test_the_tracking_writer_killed_mid_sweep_fails_one_job_and_the_sweep_goes_on(tmp_path: Path) -> None:
+    """The process that holds the store dies: the job that needed it fails saying why, and the
+    harness opens the store itself for the rest (cfexp.tracking.writer)."""
+    with started_cfexp(tmp_path, "-m", *SLOW_SIM, "temperature=0.6,0.8") as cfexp:
+        main = psutil.Process(cfexp.pid)
+        tree = process_tree_when_streaming(main, tmp_path / "multirun" / "0" / "records.raw.jsonl")
+        (writer,) = [p for p in tree if "cfexp.tracking.writer" in cmdline(p)]
+        writer.kill()
+        _, stderr = cfexp.communicate(timeout=300)
+    assert cfexp.returncode == 1 and "1 of 2 job(s) failed" in stderr, stderr[-3000:]
+    assert "Traceback" not in stderr
+    runs = runs_of(tmp_path)
+    children = {r.data.params["temperature"]: r for r in runs if r.data.tags.get("mlflow.parentRunId")}
+    assert children["0.6"].info.status == "FAILED" and children["0.8"].info.status == "FINISHED"
+    assert "tracking writer process" in children["0.6"].data.tags["error"]
+    (parent,) = [r for r in runs if r.data.tags.get("cfexp.sweep") == "parent"]
+    assert parent.info.status == "FAILED"
     assert leftover_processes(tmp_path) == []

@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from cfexp.app.hydra_job import settings_tree
 from cfexp.config.validate import to_settings
+from cfexp.tracking import resume
 from cfexp.tracking.jobs import start_parent
 from cfexp.tracking.resume import VOLATILE_KEYS, config_hash, finished_run, parent_to_reuse, sweep_key
 from cfexp.tracking.store import MlflowTracker, Tracker
@@ -178,3 +179,25 @@ def test_finished_run_finds_only_finished_runs_of_the_hash(tracker: Tracker) -> 
     earlier = finished_run(tracker, "e", "h1")
     assert earlier is not None and earlier.run_id == done and earlier.metrics == {"ttft_ms": 12.5}
     assert finished_run(tracker, "e", "h2") is None
+    newer = tracker.start_run("e", "c", {"cfexp.config_hash": "h1"}, start_time_ms=2_000_000_000_000)
+    tracker.end_run(newer, "FINISHED")
+    later_first = tracker.start_run("e", "d", {"cfexp.config_hash": "h1"}, start_time_ms=1_000_000_000_000)
+    tracker.end_run(later_first, "FINISHED")  # started earlier, though written last
+    found = finished_run(tracker, "e", "h1")
+    assert found is not None and found.run_id == newer  # the latest by start time
+
+
+def test_the_duration_estimate_reads_the_latest_finished_job_runs_only(
+    tracker: Tracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sweep's estimate must not read a big experiment whole at every start (10,000 runs: 11 s)."""
+    monkeypatch.setattr(resume, "ESTIMATE_RUNS", 2)
+    for start_s, took_s, status in [(100, 1, "FINISHED"), (200, 2, "FINISHED"), (300, 3, "FAILED"), (400, 4, "FINISHED")]:
+        run_id = tracker.start_run("e", f"job {start_s}", {}, start_time_ms=start_s * 1000)
+        tracker.end_run(run_id, status, end_time_ms=(start_s + took_s) * 1000)
+    parent = tracker.start_run("e", "sweep", {"cfexp.sweep": "parent"}, start_time_ms=500_000)
+    tracker.end_run(parent, "FINISHED", end_time_ms=600_000)
+    # The two newest FINISHED runs are the parent (left out) and the 4 s job.
+    assert resume.finished_durations_s(tracker, "e") == [4.0]
+    monkeypatch.setattr(resume, "ESTIMATE_RUNS", 3)
+    assert resume.finished_durations_s(tracker, "e") == [4.0, 2.0]
