@@ -44,8 +44,12 @@ def compose_cfg(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
 def _cfexp_loggers_enabled() -> None:
     """In-process Hydra runs (tests/sweeper) configure logging anew: the loggers
     that existed then are disabled, and the root logger's level is raised.
-    Re-enable cfexp's, so that caplog sees their records whatever ran before
-    (a test that needs a level sets it with caplog.set_level)."""
+    Re-enable cfexp's and bring the root logger back to Python's default
+    WARNING (hydra/job_logging=disabled leaves it at ERROR), so that caplog sees
+    warnings whatever ran before (a test that needs INFO sets it with caplog.set_level)."""
     for name, logger in list(logging.Logger.manager.loggerDict.items()):
         if name.startswith("cfexp") and isinstance(logger, logging.Logger):
             logger.disabled = False
+    root = logging.getLogger()
+    if root.level > logging.WARNING:
+        root.setLevel(logging.WARNING)

@@ -95,6 +95,9 @@ class ScriptedServer:
         self.max_active = 0
         # Connections accepted so far.
         self.connections = 0
+        # Each connection's socket and the thread serving it: closed and joined on the way out,
+        # so no thread of a test's server outlives the test (a kept-alive connection would).
+        self._served: list[tuple[socket.socket, threading.Thread]] = []
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -105,7 +108,7 @@ class ScriptedServer:
 
             def setup(self) -> None:
                 super().setup()
-                self.connection_number = server._connected()
+                self.connection_number = server._connected(self.connection)
 
             def do_POST(self) -> None:  # stdlib's name
                 length = int(self.headers.get("Content-Length", "0"))
@@ -172,9 +175,10 @@ class ScriptedServer:
             self._active += 1
             self.max_active = max(self.max_active, self._active)
 
-    def _connected(self) -> int:
+    def _connected(self, connection: socket.socket) -> int:
         with self._lock:
             self.connections += 1
+            self._served.append((connection, threading.current_thread()))
             return self.connections
 
     def _leave(self) -> None:
@@ -189,3 +193,12 @@ class ScriptedServer:
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(timeout=5)
+        with self._lock:
+            served = list(self._served)
+        for connection, _ in served:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)  # a handler waiting for a next request returns
+            except OSError:
+                pass  # already closed
+        for _, thread in served:
+            thread.join(timeout=5)
