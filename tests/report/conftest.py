@@ -6,8 +6,9 @@ machine): one empty store is made per session and copied for each test.
 
 from __future__ import annotations
 
-import shutil
+import sqlite3
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,10 @@ def _empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def copy_store(template: Path, folder: Path) -> tuple[str, Tracker]:
     """(sqlite URI, Tracker) of a copy of the empty store ``template`` in ``folder/mlruns``."""
     (folder / "mlruns").mkdir(parents=True)
-    shutil.copyfile(template, folder / "mlruns" / "mlflow.db")
+    # SQLite's backup, not a file copy: the template is in WAL mode, and its last commits may still be
+    # in its -wal file (a copy of mlflow.db alone held a half-migrated schema, which was then recreated).
+    with closing(sqlite3.connect(template)) as source, closing(sqlite3.connect(folder / "mlruns" / "mlflow.db")) as copy:
+        source.backup(copy)
     uri = f"sqlite:///{folder}/mlruns/mlflow.db"
     return uri, MlflowTracker(uri, folder / "mlruns" / "artifacts")
 
