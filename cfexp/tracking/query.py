@@ -28,6 +28,7 @@ from typing import Any
 import pandas as pd
 
 from cfexp.errors import TrackingError
+from cfexp.tracking.sqlite_read import open_read_only
 from cfexp.tracking.tags import PARENT_TAG
 
 # MLflow's SQL store serves at most 50,000 runs per page.
@@ -117,48 +118,12 @@ def _no_experiment(uri: str, experiment: str, known: list[str]) -> TrackingError
     )
 
 
-def _open_read_only(db: Path, uri: str) -> sqlite3.Connection:
-    """A read-only connection to a SQLite store, also where its folder cannot be written.
-
-    A store in WAL mode (docs/tracking.md) is read through a shared-memory
-    index, ``<store>-shm``, that its first reader creates beside it; in a folder
-    nobody may write (a read-only mount, an archived or published copy) SQLite
-    refuses to open it. Nothing can be writing such a store, so it is then
-    opened as immutable: exact, unless a write-ahead log holds commits not yet
-    copied into the store (a copy taken while a command was writing), which
-    an immutable reader would miss; that is refused, saying how to recover.
-    """
-    location = db.resolve().as_uri()
-    connection = None
-    try:
-        connection = sqlite3.connect(f"{location}?mode=ro", uri=True)
-        connection.execute("SELECT count(*) FROM sqlite_master").fetchone()  # SQLite opens the file here
-        return connection
-    except sqlite3.Error as exc:
-        if connection is not None:
-            connection.close()
-        if os.access(db.parent, os.W_OK):
-            raise TrackingError(f"cannot open the tracking store <tracking-uri={uri}>: {exc}") from exc
-        refused = exc
-    log_file = db.with_name(db.name + "-wal")
-    if log_file.exists() and log_file.stat().st_size > 0:
-        raise TrackingError(
-            f"cannot read the tracking store <tracking-uri={uri}> ({refused}): its folder cannot be written, "
-            f"and its write-ahead log {log_file.name} holds commits not yet in {db.name}. Copy the folder "
-            "(the store and its -wal file) somewhere writable and read the copy"
-        ) from refused
-    try:
-        return sqlite3.connect(f"{location}?mode=ro&immutable=1", uri=True)
-    except sqlite3.Error as exc:
-        raise TrackingError(f"cannot open the tracking store <tracking-uri={uri}>: {exc}") from exc
-
-
 def _search_sqlite(uri: str, experiment: str) -> pd.DataFrame:
     """The active runs of one experiment, read straight from MLflow's SQLite tables."""
     db = Path(uri.removeprefix("sqlite:///"))
     if not db.is_file():
         _client(uri)  # raises the "no tracking store" error
-    connection = _open_read_only(db, uri)
+    connection = open_read_only(db, uri)
     try:
         found = connection.execute(
             "SELECT experiment_id FROM experiments WHERE name = ? AND lifecycle_stage = 'active'", (experiment,)

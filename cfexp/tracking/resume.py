@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cfexp.tracking.sqlite_read import latest_runs_timed, local_store
 from cfexp.tracking.store import Tracker
 from cfexp.tracking.sweep_file import read_parent
 from cfexp.tracking.tags import CONFIG_HASH_TAG, PARENT_TAG, SWEEP_KEY_TAG
@@ -68,16 +69,27 @@ ESTIMATE_RUNS = 100
 
 
 def finished_durations_s(tracker: Tracker, experiment: str) -> list[float]:
-    """How long each of the latest FINISHED job runs of ``experiment`` took (MLflow start to
-    end), in seconds: at most :data:`ESTIMATE_RUNS` runs.
+    """How long each FINISHED job run among the latest :data:`ESTIMATE_RUNS` runs of
+    ``experiment`` took (MLflow start to end), in seconds, the newest first.
 
-    Parents of sweeps are left out: their duration is a whole sweep's.
+    Parents of sweeps are left out: their duration is a whole sweep's. A local
+    SQLite store is read straight (:mod:`cfexp.tracking.sqlite_read`): the sweep's
+    first job waits for this, and MLflow's client loads each run whole (the latest
+    100 of a 10,000-run experiment: 0.22 s, against 8 ms); another store through
+    its tracker.
     """
-    runs = tracker.search_runs(experiment, "attributes.status = 'FINISHED'", latest=ESTIMATE_RUNS)
+    db = local_store(tracker.uri)
+    if db is not None:
+        runs = latest_runs_timed(db, tracker.uri, experiment, ESTIMATE_RUNS, PARENT_TAG)
+    else:
+        runs = [
+            (run.info.status, run.info.start_time or 0, run.info.end_time or 0, run.data.tags.get(PARENT_TAG, ""))
+            for run in tracker.search_runs(experiment, latest=ESTIMATE_RUNS)
+        ]
     return [
-        (run.info.end_time - run.info.start_time) / 1000.0
-        for run in runs
-        if run.data.tags.get(PARENT_TAG) != "parent" and run.info.start_time and run.info.end_time
+        (end - start) / 1000.0
+        for status, start, end, sweep in runs
+        if status == "FINISHED" and sweep != "parent" and start and end
     ]
 
 

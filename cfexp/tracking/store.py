@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cfexp.errors import TrackingError
-from cfexp.metrics.catalog import plotted
 from cfexp.tracking.tags import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, VIEW_TAG
 
 log = logging.getLogger(__name__)
@@ -63,6 +62,9 @@ def ui_tags() -> dict[str, str]:
     opened by ``cfexp ui``'s link) shows the key metrics, those the report
     plots, as columns.
     """
+    # Imported here: the tracking writer process imports this module first thing at every launch.
+    from cfexp.metrics.catalog import plotted
+
     view = {"selectedColumns": [f"metrics.`{name}`" for name in plotted()]}
     return {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, VIEW_TAG: json.dumps(view)}
 

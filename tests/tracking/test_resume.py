@@ -187,7 +187,7 @@ def test_finished_run_finds_only_finished_runs_of_the_hash(tracker: Tracker) -> 
     assert found is not None and found.run_id == newer  # the latest by start time
 
 
-def test_the_duration_estimate_reads_the_latest_finished_job_runs_only(
+def test_the_duration_estimate_reads_the_latest_runs_only_and_times_their_finished_jobs(
     tracker: Tracker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A sweep's estimate must not read a big experiment whole at every start (10,000 runs: 11 s)."""
@@ -197,7 +197,45 @@ def test_the_duration_estimate_reads_the_latest_finished_job_runs_only(
         tracker.end_run(run_id, status, end_time_ms=(start_s + took_s) * 1000)
     parent = tracker.start_run("e", "sweep", {"cfexp.sweep": "parent"}, start_time_ms=500_000)
     tracker.end_run(parent, "FINISHED", end_time_ms=600_000)
-    # The two newest FINISHED runs are the parent (left out) and the 4 s job.
+    # The two newest runs are the parent (left out) and the 4 s job.
     assert resume.finished_durations_s(tracker, "e") == [4.0]
+    # The three newest add the FAILED job: left out.
     monkeypatch.setattr(resume, "ESTIMATE_RUNS", 3)
+    assert resume.finished_durations_s(tracker, "e") == [4.0]
+    monkeypatch.setattr(resume, "ESTIMATE_RUNS", 4)
     assert resume.finished_durations_s(tracker, "e") == [4.0, 2.0]
+
+
+class _ThroughTheClient:
+    """The same store read through MLflow's client: the path a store other than local SQLite takes."""
+
+    uri = "http://tracking.invalid"
+
+    def __init__(self, tracker: Tracker) -> None:
+        self._tracker = tracker
+
+    def search_runs(self, experiment: str, filter_string: str = "", latest: int = 10_000) -> Any:
+        return self._tracker.search_runs(experiment, filter_string, latest)
+
+
+def test_the_estimate_read_from_sqlite_agrees_with_mlflows_client(
+    tracker: Tracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A local store's estimate is read from MLflow's tables: the same durations, for each cut of the latest runs."""
+    for start_s, took_s, status in [(100, 1, "FINISHED"), (200, 2, "FINISHED"), (300, 3, "FAILED"),
+                                    (350, 7, "FINISHED"), (400, 4, "FINISHED"), (450, 5, "FINISHED")]:
+        run_id = tracker.start_run("e", f"job {start_s}", {}, start_time_ms=start_s * 1000)
+        tracker.end_run(run_id, status, end_time_ms=(start_s + took_s) * 1000)
+        if start_s == 350:
+            tracker.delete_run(run_id)  # deleted: in neither read
+    parent = tracker.start_run("e", "sweep", {"cfexp.sweep": "parent"}, start_time_ms=500_000)
+    tracker.end_run(parent, "FINISHED", end_time_ms=600_000)
+    tracker.start_run("e", "still running", {}, start_time_ms=550_000)
+    other = tracker.start_run("other", "job", {}, start_time_ms=560_000)
+    tracker.end_run(other, "FINISHED", end_time_ms=569_000)
+    for latest in range(1, 9):
+        monkeypatch.setattr(resume, "ESTIMATE_RUNS", latest)
+        from_sqlite = resume.finished_durations_s(tracker, "e")
+        assert from_sqlite == resume.finished_durations_s(_ThroughTheClient(tracker), "e"), latest  # type: ignore[arg-type]
+    assert from_sqlite == [5.0, 4.0, 2.0, 1.0]
+    assert resume.finished_durations_s(tracker, "no such experiment") == []
