@@ -7,7 +7,7 @@ and, at every sweep's start, the durations of the experiment's latest runs for
 the sweep's estimate (:mod:`cfexp.tracking.resume`), which a sweep's first job
 waits for. They read MLflow's tables (``experiments``, ``runs``, ``tags``,
 ``params``, ``latest_metrics``) straight, read-only; each has a test that it
-agrees with MLflow's client. Only the standard library is imported here.
+agrees with MLflow's client. Neither MLflow nor pandas is imported here.
 """
 
 from __future__ import annotations
@@ -18,16 +18,13 @@ from contextlib import closing
 from pathlib import Path
 
 from cfexp.errors import TrackingError
-
-SQLITE_PREFIX = "sqlite:///"
+from cfexp.tracking.store_setup import sqlite_path
 
 
 def local_store(uri: str) -> Path | None:
     """The store file of a ``sqlite:///`` URI, if it is one and the file exists."""
-    if not uri.startswith(SQLITE_PREFIX):
-        return None
-    db = Path(uri.removeprefix(SQLITE_PREFIX))
-    return db if db.is_file() else None
+    db = sqlite_path(uri)
+    return db if db is not None and db.is_file() else None
 
 
 def open_read_only(db: Path, uri: str) -> sqlite3.Connection:

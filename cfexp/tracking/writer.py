@@ -376,6 +376,9 @@ def _log_in_harness(records: list[dict[str, Any]]) -> None:
 
 if __name__ == "__main__":
     _serve(int(sys.argv[1]), int(sys.argv[2]))
+    from cfexp.tracking.store_setup import fold_opened_stores
+
+    fold_opened_stores()  # atexit handlers do not run after os._exit
     # Every call was answered, so every write is in the store: exit without the interpreter's
     # last garbage collections, which walk every object MLflow made (~0.8 s on 2 cores).
     sys.stdout.flush()

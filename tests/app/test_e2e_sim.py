@@ -7,8 +7,10 @@ SQLite MLflow store in a temporary folder) and look at what it recorded.
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import psutil
@@ -155,3 +157,22 @@ def test_hydra_standard_flags_keep_working(tmp_path: Path) -> None:
     info = run_cfexp(tmp_path, flags=("--info", "defaults"))
     assert info.returncode == 0 and "backend/llamacpp" in info.stdout
     assert not (tmp_path / "mlruns" / "mlflow.db").exists()  # nothing ran
+
+
+@pytest.mark.parametrize("writer", ["writer process", "in the harness"])
+def test_the_store_file_alone_holds_every_run_once_the_command_ended(tmp_path: Path, writer: str) -> None:
+    """WAL mode keeps the last commits in mlflow.db-wal until a checkpoint: the command folds them
+    into mlflow.db as it exits, so a copy of the store file alone (published, sent on) misses none."""
+    env = {"CFEXP_TRACKING_WRITER": "1" if writer == "writer process" else "0"}
+    done = run_cfexp(tmp_path, "-m", *FAST_SIM, "scenario=single_inference", "runtime=tokio", "repetition=0,1,2",
+                     env=env)
+    assert done.returncode == 0, done.stderr
+    store = tmp_path / "mlruns" / "mlflow.db"
+    log_file = store.with_name("mlflow.db-wal")
+    assert not log_file.exists() or log_file.stat().st_size == 0
+    alone = tmp_path / "copy" / "mlflow.db"
+    alone.parent.mkdir()
+    alone.write_bytes(store.read_bytes())  # the file only, as a careless copy takes it
+    with closing(sqlite3.connect(alone)) as db:
+        statuses = sorted(status for (status,) in db.execute("SELECT status FROM runs"))
+    assert statuses == ["FINISHED"] * 4  # the sweep's parent and its three jobs

@@ -53,8 +53,8 @@ def _journal_mode(db: Path) -> str:
 
 def test_a_wal_store_in_a_read_only_folder_reads_the_same_runs_and_reports(store: str, tmp_path: Path) -> None:
     expected = query.search_runs(store, EXPERIMENT)
-    # The store as every command left it (WAL mode, its -wal and -shm gone with the last connection),
-    # published in a folder of its own.
+    # The store file alone, in WAL mode, published in a folder of its own (every command folds its
+    # write-ahead log into the file as it exits).
     published = tmp_path / "published"
     published.mkdir()
     db = published / "mlflow.db"
